@@ -1,0 +1,346 @@
+"""The ingest flow: sources -> fetch -> extract+clean -> dedup -> enrich -> check -> load -> publish.
+
+Only composition lives here. The unit of parallel work is a shard (a batch of URLs, a folder
+slice, one WARC file): Prefect schedules one task per shard and stage, CPU work goes to the
+process pool (or Dask workers), and one load step is the single DuckDB writer.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+from warehouse.dedup_index import DuckDBHistory
+
+from newsflow import pool
+from newsflow.progress import report
+from tasks import dedup as dedup_stage
+from tasks import quality
+from tasks.fetch import fetch_shard
+from tasks.schema import REJECTS, conform, rejects_table, stable_id, utcnow
+from tasks.shards import enrich_shard, extract_clean_shard, reason_counts, write_table
+from tasks.sources import Shard, discover, load_sources
+from warehouse.store import Warehouse
+from warehouse.tables import ARTICLES
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    status: str
+    home: str
+    counts: dict = field(default_factory=dict)
+    stage_seconds: dict = field(default_factory=dict)
+    inserted: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    message: str | None = None
+    data_docs: str | None = None
+
+    def to_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def new_run_id() -> str:
+    return utcnow().strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+# --- tasks: thin wrappers, the logic is in tasks/ ---------------------------------------
+@task(cache_policy=NO_CACHE, retries=0)
+def fetch_task(shard: Shard, settings, state: dict, run_id: str, archive_dir: str, out_dir: str):
+    res = fetch_shard(shard, settings, state, run_id, Path(archive_dir))
+    out = Path(out_dir)
+    pages_path = articles_path = None
+    if res.pages.num_rows:
+        pages_path = str(write_table(res.pages, out / "pages" / f"{shard.shard_id}.parquet"))
+    articles = getattr(res, "articles", None)
+    if articles is not None and articles.num_rows:
+        articles_path = str(write_table(articles, out / "pre" / f"{shard.shard_id}.parquet"))
+    write_table(res.fetches, out / "fetches" / f"{shard.shard_id}.parquet")
+    write_table(res.state, out / "fetch_state" / f"{shard.shard_id}.parquet")
+    if getattr(res, "warc_index", None) is not None and res.warc_index.num_rows:
+        write_table(res.warc_index, out / "warc_index" / f"{shard.shard_id}.parquet")
+    write_table(conform(res.rejects, REJECTS), out / "rejects" / f"fetch-{shard.shard_id}.parquet")
+    report("fetch", len(shard.items))
+    return {
+        "shard_id": shard.shard_id,
+        "pages": pages_path,
+        "articles": articles_path,
+        "fetch": {
+            "in": len(shard.items),
+            "out": res.pages.num_rows + (articles.num_rows if articles is not None else 0),
+            "rejected": reason_counts(res.rejects),
+        },
+    }
+
+
+@task(cache_policy=NO_CACHE)
+def extract_clean_task(fetched: dict, out_dir: str, run_id: str) -> dict:
+    res = pool.run_cpu(
+        extract_clean_shard, fetched["pages"], fetched["articles"], out_dir, fetched["shard_id"], run_id
+    )
+    report("extract", res["extract"]["in"])
+    return res
+
+
+@task(cache_policy=NO_CACHE)
+def enrich_task(clean_path: str, out_dir: str, shard_id: str, run_id: str) -> dict:
+    res = pool.run_cpu(enrich_shard, clean_path, out_dir, shard_id, run_id)
+    report("enrich", res["enrich"]["in"])
+    return res
+
+
+@task(cache_policy=NO_CACHE)
+def check_task(
+    stage: str, table: pa.Table, run_id: str, gx_dir: str, tables: dict | None = None
+) -> quality.QualityReport:
+    return quality.validate(stage, table, run_id, context_dir=Path(gx_dir), tables=tables)
+
+
+def _read_dir(path: Path, columns: list[str] | None = None) -> pa.Table | None:
+    files = sorted(path.glob("*.parquet")) if path.exists() else []
+    if not files:
+        return None
+    return pa.concat_tables(
+        [pq.read_table(f, columns=columns) for f in files], promote_options="default"
+    )
+
+
+def _merge_counts(parts: list[dict], key: str) -> dict:
+    total: dict = {"in": 0, "out": 0, "rejected": Counter()}
+    for p in parts:
+        c = p.get(key)
+        if not c:
+            continue
+        total["in"] += c["in"]
+        total["out"] += c["out"]
+        total["rejected"].update(c["rejected"])
+    total["rejected"] = dict(total["rejected"])
+    return total
+
+
+# --- the flow ---------------------------------------------------------------------------
+@flow(name="newsflow-ingest", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
+def ingest(
+    sources_path: str,
+    home: str = "data",
+    workers: int | None = None,
+    run_id: str | None = None,
+    use_pool: bool = True,
+) -> dict:
+    """Run every stage over the sources and publish the result atomically."""
+    log = get_run_logger()
+    run_id = run_id or new_run_id()
+    wh = Warehouse(home)
+    stage_dir = wh.staging_dir / run_id
+    started = utcnow()
+    timings: dict[str, float] = {}
+    summary = RunSummary(run_id=run_id, status="running", home=str(wh.home))
+    wh.record_run({"run_id": run_id, "started_at": started, "status": "running",
+                   "sources": str(sources_path)})
+    reports: list[quality.QualityReport] = []
+    if use_pool:
+        pool.start(workers)
+    try:
+        t0 = time.perf_counter()
+        sources, settings = load_sources(sources_path)
+        state = wh.fetch_state()
+        shards, discovery_log = discover(sources, settings, run_id=run_id)
+        discovery_rejects = _log_to_rejects(discovery_log, "discover", run_id)
+        write_table(discovery_log, stage_dir / "fetches" / "discover.parquet")
+        write_table(discovery_rejects, stage_dir / "rejects" / "discover.parquet")
+        report("fetch", 0, sum(len(s.items) for s in shards))
+        fetched = [
+            f.result()
+            for f in [
+                fetch_task.submit(s, settings, state, run_id, str(wh.archive_dir), str(stage_dir))
+                for s in shards
+            ]
+        ]
+        timings["fetch"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        todo = [f for f in fetched if f["pages"] or f["articles"]]
+        report("extract", 0, sum(f["fetch"]["out"] for f in todo))
+        extracted = [
+            f.result()
+            for f in [extract_clean_task.submit(f, str(stage_dir), run_id) for f in todo]
+        ]
+        timings["extract+clean"] = time.perf_counter() - t0
+
+        fetches = _read_dir(stage_dir / "fetches")
+        if fetches is not None:
+            reports.append(check_task("fetch", fetches, run_id, str(wh.gx_dir)))
+        clean = _read_dir(stage_dir / "clean")
+        con = wh.connect()
+        try:
+            if clean is not None and clean.num_rows:
+                reports.append(check_task("clean", clean, run_id, str(wh.gx_dir)))
+                t0 = time.perf_counter()
+                result = dedup_stage.dedup_batch(clean, DuckDBHistory(con), run_id)
+                timings["dedup"] = time.perf_counter() - t0
+                reports.append(check_task("dedup", result.assignments, run_id, str(wh.gx_dir)))
+                del clean
+
+                t0 = time.perf_counter()
+                shard_ids = [e["shard_id"] for e in extracted]
+                report("enrich", 0, sum(e["clean"]["out"] for e in extracted))
+                enriched = [
+                    f.result()
+                    for f in [
+                        enrich_task.submit(
+                            str(stage_dir / "clean" / f"{sid}.parquet"), str(stage_dir), sid, run_id
+                        )
+                        for sid in shard_ids
+                    ]
+                ]
+                timings["enrich"] = time.perf_counter() - t0
+                stats = _read_dir(stage_dir / "enrich" / "article_stats")
+                ents = _read_dir(stage_dir / "enrich" / "article_entities")
+                if ents is not None or stats is not None:
+                    reports.append(
+                        check_task(
+                            "enrich",
+                            ents if ents is not None else stats,
+                            run_id,
+                            str(wh.gx_dir),
+                            tables={"article_stats": stats} if stats is not None else None,
+                        )
+                    )
+                final = _assemble_articles(stage_dir, shard_ids, result.assignments, stats)
+                reports.append(check_task("publish", final, run_id, str(wh.gx_dir)))
+            else:
+                result, enriched, final = None, [], None
+
+            _raise_on_critical(reports)
+
+            t0 = time.perf_counter()
+            staged = _staged_tables(stage_dir, result, final, reports)
+            counts = {
+                "fetch": _merge_counts(fetched, "fetch"),
+                "extract": _merge_counts(extracted, "extract"),
+                "clean": _merge_counts(extracted, "clean"),
+                "enrich": _merge_counts(enriched, "enrich"),
+            }
+            disc = reason_counts(discovery_rejects)
+            if disc:
+                counts["discover"] = {"in": None, "out": None, "rejected": disc}
+            if result is not None:
+                kinds = Counter(result.assignments.column("dup_kind").to_pylist())
+                counts["dedup"] = {
+                    "in": result.assignments.num_rows,
+                    "out": result.assignments.num_rows,
+                    "rejected": reason_counts(result.rejects),
+                    "kinds": dict(kinds),
+                    "clusters": len(set(result.assignments.column("cluster_id").to_pylist())),
+                }
+            summary.counts = counts
+            load = wh.load(con, staged, run_id=run_id)
+            timings["load"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            wh.export_parquet(con, run_id)
+            timings["publish"] = time.perf_counter() - t0
+            summary.inserted = load.inserted
+            summary.counts["load"] = {
+                "in": final.num_rows if final is not None else 0,
+                "out": load.changed_articles,
+                "rejected": {},
+            }
+            summary.status = "published" if load.changed_articles else "nothing_new"
+        finally:
+            con.close()
+    except quality.QualityGateError as exc:
+        summary.status, summary.message = "failed", str(exc)
+        log.error("quality gate: %s", exc)
+    except Exception as exc:
+        summary.status, summary.message = "failed", f"{type(exc).__name__}: {exc}"
+        wh.record_run(_run_row(summary, started, timings, sources_path))
+        raise
+    finally:
+        if use_pool:
+            pool.shutdown()
+    summary.stage_seconds = {k: round(v, 3) for k, v in timings.items()}
+    summary.warnings = [w for r in reports for w in r.warnings]
+    try:
+        summary.data_docs = str(quality.build_data_docs(wh.gx_dir))
+    except Exception as exc:  # docs are a view of results already stored; say so, don't fail
+        summary.warnings.append(f"data docs not rebuilt: {exc}")
+    wh.record_run(_run_row(summary, started, timings, sources_path))
+    return summary.to_dict()
+
+
+def _run_row(summary: RunSummary, started, timings: dict, sources_path: str) -> dict:
+    return {
+        "run_id": summary.run_id,
+        "started_at": started,
+        "finished_at": utcnow(),
+        "status": summary.status,
+        "sources": str(sources_path),
+        "counts": json.dumps(summary.counts, sort_keys=True, default=str),
+        "stage_seconds": json.dumps({k: round(v, 3) for k, v in timings.items()}),
+        "message": summary.message,
+    }
+
+
+def _log_to_rejects(log: pa.Table, stage: str, run_id: str) -> pa.Table:
+    """URLs dropped before fetching (robots, filters) are rejects too: nothing vanishes."""
+    rows = [
+        {"item_id": stable_id(r["url"]), "url": r["url"], "stage": stage, "reason": r["reason"],
+         "detail": r.get("detail")}
+        for r in log.select(["url", "reason", "detail"]).to_pylist()
+        if r["reason"]
+    ]
+    return rejects_table(rows, run_id)
+
+
+def _raise_on_critical(reports: list[quality.QualityReport]) -> None:
+    failures = [f for r in reports for f in r.critical_failures]
+    if failures:
+        raise quality.QualityGateError(failures)
+
+
+def _assemble_articles(
+    stage_dir: Path, shard_ids: list[str], assignments: pa.Table, stats: pa.Table | None
+) -> pa.Table:
+    """Join clean articles with their cluster and enrichment stats into the published shape."""
+    parts = []
+    assign = assignments.select(["article_id", "cluster_id", "dup_kind", "dup_of"])
+    for sid in shard_ids:
+        t = pq.read_table(stage_dir / "clean" / f"{sid}.parquet")
+        t = t.join(assign, "article_id", join_type="left outer")
+        if stats is not None:
+            s = stats.select(["article_id", "word_count", "reading_time_min", "enrichment_status"])
+            t = t.join(s, "article_id", join_type="left outer")
+        parts.append(conform(t, ARTICLES))
+    return pa.concat_tables(parts) if parts else ARTICLES.empty_table()
+
+
+def _staged_tables(stage_dir: Path, result, final, reports) -> dict[str, list]:
+    staged: dict[str, list] = {}
+    for name in ("fetches", "fetch_state", "warc_index"):
+        files = sorted((stage_dir / name).glob("*.parquet"))
+        if files:
+            staged[name] = files
+    staged["rejects"] = sorted((stage_dir / "rejects").glob("*.parquet"))
+    if final is not None:
+        staged["articles"] = [final]
+    if result is not None:
+        staged["rejects"].append(result.rejects)
+        staged["clusters"] = [result.clusters]
+        staged["article_syndication"] = [result.syndication]
+        for name, t in result.index_rows.items():
+            staged.setdefault(name, []).append(t)
+    enrich_dir = stage_dir / "enrich"
+    if enrich_dir.exists():
+        for d in sorted(enrich_dir.iterdir()):
+            staged[d.name] = sorted(d.glob("*.parquet"))
+    staged["dq_results"] = [r.results for r in reports]
+    return staged

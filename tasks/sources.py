@@ -1,0 +1,579 @@
+"""The publisher registry (``sources.yaml``) and URL discovery: sources in, shards out.
+
+``load_sources`` turns the yaml file into typed ``Source`` entries plus one ``FetchSettings``;
+every mistake is a ``SourcesError`` naming the file, the entry and the problem, because a typo in
+a registry edited by hand should stop a run before any request is made, not half-way through.
+
+``discover`` expands each source (feed, sitemap, URL list, folder, WARC, JSONL) into ``Shard``s
+of at most ``shard_size`` items. URL shards hold a single host each so that the per-host
+politeness gate (``tasks.robots.HostGate``) serialises only what must be serialised and shards of
+different hosts run in parallel. Every URL that discovery drops is a row of the fetch log
+(``tasks.fetch.FETCHES``) with a reason, never a silent drop.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, fields
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
+from xml.etree import ElementTree as ET
+
+import pyarrow as pa
+import yaml
+
+from tasks.schema import stable_id, utcnow
+
+if TYPE_CHECKING:
+    import httpx
+
+    from tasks.fetch import HttpFetcher
+
+KINDS = ("feed", "sitemap", "urls", "html_dir", "warc", "jsonl")
+URL_KINDS = ("feed", "sitemap", "urls")
+
+
+class SourcesError(ValueError):
+    """A bad ``sources.yaml``: says which file, which entry and what is wrong."""
+
+    def __init__(self, path: str | Path, problem: str, index: int | None = None,
+                 name: str | None = None) -> None:
+        where = str(path)
+        if index is not None:
+            where += f": sources[{index}]"
+            if name:
+                where += f" ({name!r})"
+        super().__init__(f"{where}: {problem}")
+        self.path = str(path)
+        self.index = index
+        self.problem = problem
+
+
+@dataclass
+class FetchSettings:
+    """How politely and defensively we fetch; defaults are safe for the open web."""
+
+    user_agent: str = "newsflow/0.1 (+https://example.org/newsflow; batch news research crawler)"
+    connect_timeout: float = 10.0
+    read_timeout: float = 20.0
+    total_timeout: float = 60.0  # wall-clock budget for one URL incl. body and retries' requests
+    max_bytes: int = 5_000_000  # decoded body cap; also the decompression cap (gzip bombs)
+    retries: int = 3  # extra attempts on 429/5xx/connection errors
+    backoff: float = 1.0  # base seconds: backoff * 2**attempt * (1 + jitter)
+    max_retry_after: float = 60.0  # cap on a server's Retry-After
+    per_host_delay_s: float = 1.0  # minimum gap between request starts to one host
+    per_host_concurrency: int = 1  # requests in flight per host, across threads and processes
+    max_crawl_delay: float = 30.0  # robots.txt Crawl-delay is honoured up to this
+    allow_private_hosts: set[str] = field(default_factory=set)  # SSRF allow-list (host names/IPs)
+    max_redirects: int = 5
+    respect_robots: bool = True
+    revisit_after_s: float = 6 * 3600.0  # a fetched URL is not due again before this
+    max_revisit_s: float = 7 * 86400.0  # unchanged pages back off (doubling) up to this
+    shard_size: int = 50
+    max_sitemap_depth: int = 3  # sitemap index nesting
+    host_state_dir: str | None = None  # shared dir for per-host locks; default: system temp
+
+    def host_dir(self) -> Path:
+        """Directory shared by every task on this machine that holds the per-host gates."""
+        base = self.host_state_dir or os.path.join(
+            os.environ.get("TMPDIR", "/tmp"), "newsflow-hosts"
+        )
+        p = Path(base)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+@dataclass
+class Source:
+    """One entry of the registry: where a publisher's URLs (or files) come from."""
+
+    name: str
+    kind: str
+    location: str  # URL, or absolute path (resolved against the yaml file's folder)
+    outlet: str | None = None
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    language: str | None = None
+    max_age_days: float | None = None
+    allow_private: bool = False
+    user_agent: str | None = None
+    delay_s: float | None = None
+    max_pages: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept for other stages
+
+    def is_url(self) -> bool:
+        return self.location.startswith(("http://", "https://"))
+
+
+@dataclass
+class Shard:
+    """A unit of fetch work: URLs of one host, files of a folder, or one WARC/JSONL path."""
+
+    shard_id: str
+    source: str
+    kind: str
+    outlet: str | None
+    items: list[str]
+    language: str | None = None
+    allow_private: bool = False
+    user_agent: str | None = None
+    delay_s: float | None = None
+
+
+# --- loading --------------------------------------------------------------------------------
+_SETTING_ALIASES = {
+    "allow_hosts": "allow_private_hosts",
+    "timeout": "total_timeout",
+    "delay_s": "per_host_delay_s",
+}
+_TIMEOUT_KEYS = {"connect": "connect_timeout", "read": "read_timeout", "total": "total_timeout"}
+
+
+def _coerce(path: Path, key: str, value: Any, like: Any, index: int | None = None,
+            name: str | None = None) -> Any:
+    """Cast a yaml value to the type of a dataclass default, or say clearly why not."""
+    try:
+        if isinstance(like, bool):
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if isinstance(like, int) and not isinstance(like, bool):
+            if isinstance(value, bool):
+                raise TypeError
+            return int(value)
+        if isinstance(like, float):
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if isinstance(like, set):
+            if isinstance(value, str):
+                return {value}
+            return {str(v) for v in value}
+        if isinstance(like, str) or like is None:
+            return None if value is None else str(value)
+    except (TypeError, ValueError):
+        pass
+    raise SourcesError(path, f"{key}: expected {type(like).__name__}, got {value!r}", index, name)
+
+
+def _settings(path: Path, raw: Any) -> FetchSettings:
+    s = FetchSettings()
+    if raw is None:
+        return s
+    if not isinstance(raw, dict):
+        raise SourcesError(path, "settings: must be a mapping")
+    names = {f.name for f in fields(FetchSettings)}
+    for key, value in raw.items():
+        if key == "timeouts":
+            if not isinstance(value, dict):
+                raise SourcesError(path, "settings.timeouts: must be a mapping connect/read/total")
+            for k, v in value.items():
+                if k not in _TIMEOUT_KEYS:
+                    raise SourcesError(path, f"settings.timeouts: unknown key {k!r}")
+                setattr(s, _TIMEOUT_KEYS[k], _coerce(path, f"timeouts.{k}", v, 1.0))
+            continue
+        attr = _SETTING_ALIASES.get(key, key)
+        if attr not in names:
+            raise SourcesError(path, f"settings: unknown key {key!r}")
+        setattr(s, attr, _coerce(path, f"settings.{key}", value, getattr(s, attr)))
+    if s.per_host_concurrency < 1:
+        raise SourcesError(path, "settings.per_host_concurrency: must be >= 1")
+    if s.max_bytes < 1 or s.shard_size < 1:
+        raise SourcesError(path, "settings.max_bytes and shard_size must be >= 1")
+    return s
+
+
+def _regexes(path: Path, i: int, name: str, key: str, value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SourcesError(path, f"{key}: must be a regex or a list of regexes", i, name)
+    for v in value:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise SourcesError(path, f"{key}: bad regex {v!r}: {e}", i, name) from e
+    return list(value)
+
+
+def _source(path: Path, i: int, raw: Any) -> Source:
+    if not isinstance(raw, dict):
+        raise SourcesError(path, "must be a mapping with name, kind and location", i)
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise SourcesError(path, "missing or empty 'name'", i)
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise SourcesError(path, f"kind must be one of {', '.join(KINDS)}; got {kind!r}", i, name)
+    loc = raw.get("location")
+    if not isinstance(loc, str) or not loc.strip():
+        raise SourcesError(path, "missing or empty 'location'", i, name)
+    loc = loc.strip()
+    scheme = urlsplit(loc).scheme.lower()
+    if scheme in ("http", "https"):
+        if kind in ("html_dir", "warc", "jsonl"):
+            raise SourcesError(path, f"kind {kind!r} needs a local path, not a URL", i, name)
+    elif scheme and len(scheme) > 1 and scheme != "file":
+        raise SourcesError(path, f"location scheme {scheme!r} is not supported", i, name)
+    else:
+        p = Path(loc[7:] if loc.startswith("file://") else loc).expanduser()
+        if not p.is_absolute():
+            p = (path.parent / p).resolve()
+        if kind == "html_dir" and not p.is_dir():
+            raise SourcesError(path, f"html_dir location {str(p)!r} is not a directory", i, name)
+        if kind != "html_dir" and not p.is_file():
+            raise SourcesError(path, f"location {str(p)!r} does not exist", i, name)
+        loc = str(p)
+    src = Source(name=name.strip(), kind=kind, location=loc)
+    src.outlet = None if raw.get("outlet") is None else str(raw["outlet"])
+    src.include = _regexes(path, i, name, "include", raw.get("include"))
+    src.exclude = _regexes(path, i, name, "exclude", raw.get("exclude"))
+    src.language = None if raw.get("language") is None else str(raw["language"])
+    for key, like in (("max_age_days", 1.0), ("delay_s", 1.0), ("max_pages", 1)):
+        if raw.get(key) is not None:
+            v = _coerce(path, key, raw[key], like, i, name)
+            if v < 0:
+                raise SourcesError(path, f"{key}: must be >= 0", i, name)
+            setattr(src, key, v)
+    if raw.get("allow_private") is not None:
+        src.allow_private = _coerce(path, "allow_private", raw["allow_private"], False, i, name)
+    if raw.get("user_agent") is not None:
+        src.user_agent = str(raw["user_agent"])
+    known = {f.name for f in fields(Source)} - {"options"}
+    src.options = {k: v for k, v in raw.items() if k not in known}
+    return src
+
+
+def load_sources(path: str | Path) -> tuple[list[Source], FetchSettings]:
+    """Read and validate ``sources.yaml``; raise ``SourcesError`` before any network use."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise SourcesError(path, f"cannot read: {e}") from e
+    except yaml.YAMLError as e:
+        raise SourcesError(path, f"not valid YAML: {e}") from e
+    if not isinstance(doc, dict) or "sources" not in doc:
+        raise SourcesError(path, "top level must be a mapping with a 'sources:' list")
+    unknown = set(doc) - {"sources", "settings"}
+    if unknown:
+        raise SourcesError(path, f"unknown top-level keys: {sorted(unknown)}")
+    raw = doc["sources"]
+    if not isinstance(raw, list) or not raw:
+        raise SourcesError(path, "'sources' must be a non-empty list")
+    settings = _settings(path, doc.get("settings"))
+    sources = [_source(path, i, r) for i, r in enumerate(raw)]
+    seen: dict[str, int] = {}
+    for i, s in enumerate(sources):
+        if s.name in seen:
+            raise SourcesError(path, f"duplicate name (also sources[{seen[s.name]}])", i, s.name)
+        seen[s.name] = i
+    return sources, settings
+
+
+# --- URL helpers ----------------------------------------------------------------------------
+def canonical_url(url: str) -> str:
+    """The key we dedup and keep fetch state by: courlan normalisation, no fragment."""
+    url = url.strip()
+    if not url.lower().startswith(("http://", "https://")):
+        return url
+    try:
+        from courlan import normalize_url
+
+        url = normalize_url(url)
+    except Exception:  # noqa: BLE001 - odd URLs keep their raw form rather than crash discovery
+        pass
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, ""))
+
+
+def host_key(url: str) -> str:
+    """``host:port`` as one politeness unit (two ports on one machine are two sites)."""
+    p = urlsplit(url)
+    port = p.port or (443 if p.scheme == "https" else 80)
+    return f"{(p.hostname or '').lower()}:{port}"
+
+
+# --- sitemap / feed parsing (pure, unit-testable) -------------------------------------------
+@dataclass
+class Found:
+    """A URL found in a feed or sitemap, with the date the publisher gave it (if any)."""
+
+    url: str
+    published: datetime | None = None
+    language: str | None = None
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1].lower()
+
+
+def _parse_date(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    t = text.strip()
+    try:
+        if len(t) == 10:
+            d = date.fromisoformat(t)
+            return datetime(d.year, d.month, d.day, tzinfo=UTC)
+        dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def parse_sitemap(data: bytes, base_url: str) -> tuple[list[Found], list[str]]:
+    """Return (page URLs, child sitemap URLs) of a urlset, sitemap index, news or text sitemap.
+
+    Relative ``<loc>`` values are resolved against the sitemap's own URL; Google News
+    ``<news:publication_date>`` wins over ``<lastmod>`` because it is the article's date.
+    """
+    head = data[:512].lstrip()
+    if not head.startswith(b"<"):
+        urls = [ln.strip() for ln in data.decode("utf-8", "replace").splitlines()]
+        return [Found(urljoin(base_url, u)) for u in urls if u and not u.startswith("#")], []
+    pages: list[Found] = []
+    children: list[str] = []
+    try:
+        for _, el in ET.iterparse(io.BytesIO(data), events=("end",)):
+            tag = _local(el.tag)
+            if tag not in ("url", "sitemap"):
+                continue
+            loc = lastmod = pub = lang = None
+            for child in el.iter():
+                t = _local(child.tag)
+                text = (child.text or "").strip()
+                if t == "loc" and loc is None:
+                    loc = text
+                elif t == "lastmod":
+                    lastmod = text
+                elif t == "publication_date":
+                    pub = text
+                elif t == "language":
+                    lang = text or None
+            if loc:
+                url = urljoin(base_url, loc)
+                if tag == "sitemap":
+                    children.append(url)
+                else:
+                    pages.append(Found(url, _parse_date(pub) or _parse_date(lastmod), lang))
+            el.clear()
+    except ET.ParseError:
+        if not pages and not children:
+            raise
+    return pages, children
+
+
+def parse_feed(data: bytes, base_url: str) -> list[Found]:
+    """Entries of an RSS/Atom feed; relative links resolve against the feed URL."""
+    import feedparser
+
+    parsed = feedparser.parse(data, response_headers={"content-location": base_url})
+    if parsed.bozo and not parsed.entries:
+        raise ValueError(f"not a feed: {parsed.get('bozo_exception')}")
+    out = []
+    for e in parsed.entries:
+        link = e.get("link") or e.get("id")
+        if not link:
+            continue
+        t = e.get("published_parsed") or e.get("updated_parsed")
+        pub = datetime(*t[:6], tzinfo=UTC) if t else None
+        out.append(Found(urljoin(base_url, link), pub))
+    return out
+
+
+def maybe_gunzip(data: bytes, max_bytes: int) -> bytes:
+    """Sitemaps are often served as ``.gz`` files; inflate with the same bomb cap as pages."""
+    if data[:2] != b"\x1f\x8b":
+        return data
+    d = zlib.decompressobj(wbits=31)
+    out = d.decompress(data, max_bytes + 1)
+    if len(out) > max_bytes:
+        raise ValueError(f"gzip_bomb: sitemap inflates past {max_bytes} bytes")
+    return out
+
+
+# --- discovery ------------------------------------------------------------------------------
+def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+class _Discovery:
+    """State of one ``discover`` call: the fetcher, the rows of dropped URLs, seen URLs."""
+
+    def __init__(self, settings: FetchSettings, fetcher: HttpFetcher, run_id: str,
+                 now: datetime) -> None:
+        self.settings = settings
+        self.fetcher = fetcher
+        self.run_id = run_id
+        self.now = now
+        self.rows: list[dict[str, Any]] = []
+        self.seen: set[str] = set()
+
+    def log(self, src: Source, url: str, reason: str, detail: str | None = None,
+            status: int | None = None) -> None:
+        from tasks.fetch import fetch_row
+
+        self.rows.append(fetch_row(url, src.name, self.run_id, reason=reason, detail=detail,
+                                   status=status, stage="discover"))
+
+    def read(self, src: Source, location: str) -> bytes | None:
+        """Bytes of a feed/sitemap/list: local file, or one polite, SSRF-checked GET."""
+        if not location.startswith(("http://", "https://")):
+            try:
+                return maybe_gunzip(Path(location).read_bytes(), self.settings.max_bytes)
+            except (OSError, ValueError) as e:
+                self.log(src, location, "discovery_error", str(e))
+                return None
+        res = self.fetcher.get(location, allow_private=src.allow_private,
+                               user_agent=src.user_agent, delay_s=src.delay_s,
+                               accept_any_type=True)
+        if res.reason or res.status != 200 or res.body is None:
+            self.log(src, location, res.reason or "http_error", res.detail or "discovery",
+                     res.status)
+            return None
+        try:
+            return maybe_gunzip(res.body, self.settings.max_bytes)
+        except ValueError as e:
+            self.log(src, location, "gzip_bomb", str(e))
+            return None
+
+    def sitemap(self, src: Source, location: str, depth: int, visited: set[str]) -> list[Found]:
+        if location in visited:
+            return []
+        visited.add(location)
+        data = self.read(src, location)
+        if data is None:
+            return []
+        base = location if location.startswith(("http://", "https://")) else (
+            Path(location).as_uri())
+        try:
+            pages, children = parse_sitemap(data, base)
+        except ET.ParseError as e:
+            self.log(src, location, "discovery_error", f"bad sitemap XML: {e}")
+            return []
+        for child in children:
+            if depth >= self.settings.max_sitemap_depth:
+                self.log(src, child, "sitemap_too_deep", f"depth > {depth}")
+                continue
+            if child.startswith("file://"):
+                child = urlsplit(child).path
+            pages.extend(self.sitemap(src, child, depth + 1, visited))
+        return pages
+
+    def found(self, src: Source) -> list[Found]:
+        loc = src.location
+        if src.kind == "sitemap":
+            return self.sitemap(src, loc, 0, set())
+        data = self.read(src, loc)
+        if data is None:
+            return []
+        base = loc if src.is_url() else Path(loc).as_uri()
+        if src.kind == "feed":
+            try:
+                return parse_feed(data, base)
+            except ValueError as e:
+                self.log(src, loc, "discovery_error", str(e))
+                return []
+        lines = data.decode("utf-8", "replace").splitlines()
+        return [Found(urljoin(base, u.strip())) for u in lines
+                if u.strip() and not u.strip().startswith("#")]
+
+    def filter(self, src: Source, found: Iterable[Found]) -> list[str]:
+        inc = [re.compile(r) for r in src.include]
+        exc = [re.compile(r) for r in src.exclude]
+        cutoff = (self.now - timedelta(days=src.max_age_days)
+                  if src.max_age_days is not None else None)
+        kept: list[str] = []
+        for f in found:
+            url = canonical_url(f.url)
+            if not url.startswith(("http://", "https://")):
+                self.log(src, f.url, "bad_url", "not http(s)")
+            elif url in self.seen:
+                self.log(src, url, "duplicate", "URL already discovered in this run")
+            elif inc and not any(r.search(url) for r in inc):
+                self.log(src, url, "filtered_include")
+            elif any(r.search(url) for r in exc):
+                self.log(src, url, "filtered_exclude")
+            elif cutoff is not None and f.published is not None and f.published < cutoff:
+                self.log(src, url, "too_old", f"published {f.published.isoformat()}")
+            elif src.max_pages is not None and len(kept) >= src.max_pages:
+                self.log(src, url, "max_pages", f"source limit {src.max_pages}")
+            else:
+                allowed, why = self.fetcher.robots_allowed(url, user_agent=src.user_agent,
+                                                           allow_private=src.allow_private)
+                if not allowed:
+                    self.log(src, url, why or "robots_disallowed")
+                    continue
+                self.seen.add(url)
+                kept.append(url)
+        return kept
+
+
+def _file_shards(src: Source, shard_size: int) -> list[Shard]:
+    if src.kind == "html_dir":
+        root = Path(src.location)
+        files = sorted(str(p) for p in root.rglob("*")
+                       if p.is_file() and p.suffix.lower() in (".html", ".htm", ".xhtml"))
+        if src.max_pages is not None:
+            files = files[: src.max_pages]
+        groups = list(_chunks(files, shard_size))
+    else:  # warc / jsonl: one file is one shard; the reader streams it
+        groups = [[src.location]]
+    return [Shard(stable_id(src.name, src.kind, *g), src.name, src.kind, src.outlet, g,
+                  language=src.language) for g in groups if g]
+
+
+def discover(sources: list[Source], settings: FetchSettings,
+             client: httpx.Client | None = None, *, run_id: str = "",
+             shard_size: int | None = None,
+             now: datetime | None = None) -> tuple[list[Shard], pa.Table]:
+    """Expand sources into shards of <= shard_size items and a FETCHES table of dropped URLs.
+
+    URL shards hold one host each (see module doc). URLs are deduplicated across all sources
+    by ``canonical_url``; the first source to list a URL owns it. A source that cannot be
+    read (bad feed, 500 on the sitemap) is logged and skipped; it never fails the run.
+    """
+    from tasks.fetch import FETCHES, HttpFetcher
+
+    size = shard_size or settings.shard_size
+    fetcher = HttpFetcher(settings, run_id=run_id or "discover", client=client)
+    d = _Discovery(settings, fetcher, run_id, now or utcnow())
+    shards: list[Shard] = []
+    try:
+        for src in sources:
+            if src.kind not in URL_KINDS:
+                shards.extend(_file_shards(src, size))
+                continue
+            try:
+                urls = d.filter(src, d.found(src))
+            except Exception as e:  # noqa: BLE001 - one broken source must not stop the others
+                d.log(src, src.location, "discovery_error", f"{type(e).__name__}: {e}")
+                continue
+            by_host: dict[str, list[str]] = {}
+            for u in urls:
+                by_host.setdefault(host_key(u), []).append(u)
+            for host in sorted(by_host):
+                for g in _chunks(by_host[host], size):
+                    shards.append(Shard(stable_id(src.name, host, *g), src.name, src.kind,
+                                        src.outlet, g, language=src.language,
+                                        allow_private=src.allow_private,
+                                        user_agent=src.user_agent, delay_s=src.delay_s))
+    finally:
+        fetcher.close()
+    return shards, pa.Table.from_pylist(d.rows, schema=FETCHES)
+
+
+__all__ = [
+    "FetchSettings", "Found", "Shard", "Source", "SourcesError", "canonical_url", "discover",
+    "host_key", "load_sources", "maybe_gunzip", "parse_feed", "parse_sitemap",
+]

@@ -1,0 +1,173 @@
+"""Enrichment facts a reader of the warehouse relies on, from seed-style news text."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from tasks.enrich import TABLE_SPECS, enrich_batch, related_articles
+from tasks.schema import REJECTS
+
+BODY = (
+    "Ukrainian President Volodymyr Zelenskyy has accused Vladimir Putin of being 'afraid' to "
+    "negotiate after his Russian counterpart refused to engage in peace talks.\n\n"
+    "Writing late Tuesday in a post on X, Zelenskyy said that 'Putin once again confirmed that "
+    "he is afraid of negotiations, afraid of strong leaders.'\n\n"
+    "He made the comment after Putin told state broadcaster Rossiya 1 that the Ukrainian leader "
+    "'has no right to sign anything' because of his 'illegitimacy.'\n\n"
+    "Putin said Tuesday that negotiators from Kyiv should be 'verified by lawyers.' Drones hit "
+    "Kharkiv and Moscow overnight.\n\n"
+    "Even so, \"what looks like a growing consensus in the West that some form of peace talks is "
+    "coming closer doesn't always take account of Russia,\" Keir Giles, a defense analyst at "
+    "London's Chatham House think tank, told NBC News.\n\n"
+    "That shift is a \"wildcard\" in efforts to end the war, Giles said. President Volodymyr "
+    "Zelensky later told Fox News that talks were possible.\n\n"
+    "Meanwhile, Russian troops captured the village of Dvorichna in northeastern Kharkiv, the "
+    "army said Tuesday."
+)
+
+
+def _article(aid: str, body: str, language: str | None = "en") -> dict:
+    return {"article_id": aid, "body": body, "title": "Zelenskyy accuses Putin",
+            "language": language, "url": f"https://example.org/{aid}"}
+
+
+@pytest.fixture(scope="module")
+def result():
+    arts = pa.Table.from_pylist([
+        _article("a1", BODY),
+        _article("de", "Der Bundeskanzler sagte heute in Berlin, die Regierung werde handeln.",
+                 "de"),
+        _article("ga", "Atlanta, Georgia, and Savannah voted on Tuesday. Georgia's governor "
+                       "spoke in Atlanta about the election in the state.")
+        | {"article_id": "ga"},
+        _article("ge", "Russian troops remain in Georgia, and officials in Tbilisi asked Moscow "
+                       "and Armenia for talks on Tuesday about the border."),
+    ])
+    return enrich_batch(arts, "run-test")
+
+
+def _entities(result, aid: str) -> dict[str, set[str]]:
+    ents = {e["entity_id"]: e for e in result.tables["entities"].to_pylist()}
+    out: dict[str, set[str]] = {}
+    for m in result.tables["article_entities"].to_pylist():
+        if m["article_id"] == aid:
+            out.setdefault(ents[m["entity_id"]]["canonical_name"], set()).add(m["mention"])
+    return out
+
+
+def test_zelenskyy_spellings_are_one_entity(result) -> None:
+    ents = _entities(result, "a1")
+    assert {"Zelenskyy", "Volodymyr Zelenskyy", "Volodymyr Zelensky"} <= ents[
+        "Volodymyr Zelenskyy"]
+    assert "the Ukrainian leader" in ents["Volodymyr Zelenskyy"]
+
+
+def test_surname_resolves_to_full_name(result) -> None:
+    ents = _entities(result, "a1")
+    assert "Putin" in ents["Vladimir Putin"]
+    assert "Giles" in ents["Keir Giles"]
+
+
+def test_outlets_are_organisations(result) -> None:
+    labels = {(e["canonical_name"], e["label"]) for e in result.tables["entities"].to_pylist()}
+    assert {("NBC News", "ORG"), ("Chatham House", "ORG"), ("Fox News", "ORG")} <= labels
+
+
+def test_offsets_point_into_body(result) -> None:
+    for name in ("article_entities", "article_places"):
+        for m in result.tables[name].to_pylist():
+            if m["article_id"] == "a1":
+                assert BODY[m["start_char"]:m["end_char"]] == m["mention"]
+    for q in result.tables["article_quotes"].to_pylist():
+        if q["article_id"] == "a1":
+            assert BODY[q["start_char"]:q["end_char"]] == q["quote"]
+
+
+def test_places_geocoded_with_country(result) -> None:
+    places = {(p["mention"], p["country_code"], p["place_type"])
+              for p in result.tables["article_places"].to_pylist() if p["article_id"] == "a1"}
+    assert {("Kyiv", "UA", "city"), ("Moscow", "RU", "city"), ("London", "GB", "city")} <= places
+    assert ("Kharkiv", "UA", "city") in places  # "Drones hit Kharkiv"
+    assert ("Kharkiv", "UA", "region") in places  # "in northeastern Kharkiv"
+
+
+def test_georgia_read_from_context(result) -> None:
+    rows = result.tables["article_places"].to_pylist()
+    ga = {p["place_type"] for p in rows if p["article_id"] == "ga" and p["mention"] == "Georgia"}
+    ge = {p["place_type"] for p in rows if p["article_id"] == "ge" and p["mention"] == "Georgia"}
+    assert ga == {"us_state"}
+    assert ge == {"country"}
+
+
+def test_quote_attributed_to_giles(result) -> None:
+    quotes = [q for q in result.tables["article_quotes"].to_pylist() if q["article_id"] == "a1"]
+    giles = [q for q in quotes if q["quote"].startswith("what looks like")]
+    assert giles and giles[0]["speaker"] == "Keir Giles" and giles[0]["speaker_entity_id"]
+    assert not any(q["quote"] == "wildcard" for q in quotes)  # scare quotes are not quotes
+
+
+def test_non_english_article_is_marked_not_enriched(result) -> None:
+    stats = {s["article_id"]: s for s in result.article_stats.to_pylist()}
+    assert stats["de"]["enrichment_status"] == "not_enriched:language"
+    assert stats["de"]["language"] == "de"
+    assert stats["a1"]["enrichment_status"] == "enriched"
+    assert stats["a1"]["word_count"] > 100
+    assert stats["a1"]["reading_time_min"] == pytest.approx(stats["a1"]["word_count"] / 230,
+                                                            abs=0.01)
+    for name, table in result.tables.items():
+        if "article_id" in table.column_names:
+            assert "de" not in table.column("article_id").to_pylist(), name
+
+
+def test_keywords_and_tone_per_enriched_article(result) -> None:
+    kw = [k for k in result.tables["article_keywords"].to_pylist() if k["article_id"] == "a1"]
+    assert kw and [k["rank"] for k in kw] == list(range(1, len(kw) + 1))
+    tone = [t for t in result.tables["article_tone"].to_pylist() if t["article_id"] == "a1"]
+    assert len(tone) == 1 and -1 <= tone[0]["compound"] <= 1
+
+
+def test_failures_become_rejects_not_silence(monkeypatch) -> None:
+    import tasks.enrich as enrich
+
+    def boom(*args, **kwargs):
+        raise ValueError("broken article")
+
+    monkeypatch.setattr(enrich, "enrich_article", boom)
+    res = enrich.enrich_batch(pa.Table.from_pylist([_article("x", BODY)]), "r")
+    assert res.rejects.schema == REJECTS
+    rej = res.rejects.to_pylist()
+    assert rej[0]["item_id"] == "x" and rej[0]["stage"] == "enrich"
+    assert "broken article" in rej[0]["detail"]
+    assert res.article_stats.column("enrichment_status").to_pylist() == ["not_enriched:error"]
+
+
+def test_entity_ids_are_deterministic(result) -> None:
+    again = enrich_batch(pa.Table.from_pylist([_article("a1", BODY)]), "other-run")
+    ids = set(again.tables["entities"].column("entity_id").to_pylist())
+    assert ids <= set(result.tables["entities"].column("entity_id").to_pylist())
+
+
+def test_related_articles_excludes_same_cluster() -> None:
+    ents = pa.Table.from_pylist([
+        {"article_id": a, "entity_id": e}
+        for a, es in {"a": ["z", "p", "k"], "b": ["z", "p", "k"], "c": ["z", "p"],
+                      "d": ["q"]}.items() for e in es
+    ])
+    clusters = pa.Table.from_pylist([{"article_id": "a", "cluster_id": "c1"},
+                                     {"article_id": "b", "cluster_id": "c1"},
+                                     {"article_id": "c", "cluster_id": "c2"}])
+    rel = related_articles(ents, None, clusters, top_k=5).to_pylist()
+    pairs = {(r["article_id"], r["related_article_id"]) for r in rel}
+    assert ("a", "b") not in pairs and ("b", "a") not in pairs
+    assert ("a", "c") in pairs and ("c", "a") in pairs
+    assert not any("d" in p for p in pairs)
+
+
+def test_table_specs_cover_every_table() -> None:
+    names = {s.name for s in TABLE_SPECS}
+    assert names == {"article_stats", "entities", "article_entities", "article_places",
+                     "article_keywords", "article_tone", "article_quotes", "related_articles"}
+    for s in TABLE_SPECS:
+        assert set(s.columns) == set(s.schema.names), s.name
+        assert s.mode == ("upsert" if s.name == "entities" else "article")

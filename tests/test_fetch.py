@@ -1,0 +1,430 @@
+"""The fetcher against a real local server that misbehaves on purpose.
+
+Every failure must come back as a FETCHES row with a reason (never an exception), pages must
+only be emitted for new or changed 200 HTML, and politeness must hold. Timeouts and backoffs
+are tiny so the whole file runs in a few seconds.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from pytest_httpserver import HTTPServer
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+from werkzeug.wrappers import Request, Response
+
+from tasks.fetch import FETCH_STATE, FETCHES, TABLE_SPECS, fetch_shard, state_dict
+from tasks.schema import ARTICLES_CORE, PAGES, REJECTS, utcnow
+from tasks.sources import FetchSettings, Shard
+
+RUSSIAN = (
+    "<html><head><title>Новости дня</title></head><body><p>Правительство объявило о новых "
+    "мерах поддержки малого бизнеса. Эксперты считают, что это поможет экономике.</p>"
+    "</body></html>"
+)
+HTML = "<html><head><title>{t}</title></head><body><p>{t} body text.</p></body></html>"
+
+
+@pytest.fixture(scope="session")
+def httpserver_listen_address() -> tuple[str, int]:
+    """Serve on 127.0.0.1 (not 'localhost') so the SSRF allow-list names exactly one host."""
+    return ("127.0.0.1", 0)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> FetchSettings:
+    return FetchSettings(
+        connect_timeout=1.0, read_timeout=0.5, total_timeout=5.0, max_bytes=1_000_000,
+        retries=2, backoff=0.02, max_retry_after=0.3, per_host_delay_s=0.0,
+        allow_private_hosts={"127.0.0.1"}, host_state_dir=str(tmp_path / "hosts"),
+        revisit_after_s=0.0,
+    )
+
+
+@pytest.fixture
+def server(httpserver: HTTPServer) -> HTTPServer:
+    httpserver.expect_request("/robots.txt").respond_with_data("", status=404)
+    return httpserver
+
+
+def run(server: HTTPServer, settings: FetchSettings, tmp_path: Path, *paths: str,
+        state: dict | None = None, run_id: str = "r1", **shard_kw: object):
+    shard = Shard("shard1", "test", "urls", "Test Outlet", [server.url_for(p) for p in paths],
+                  **shard_kw)  # type: ignore[arg-type]
+    return fetch_shard(shard, settings, state or {}, run_id, tmp_path / "archive")
+
+
+def reasons(result) -> dict[str, str]:
+    return {r["url"].rsplit("/", 1)[-1]: r["reason"] for r in result.fetches.to_pylist()}
+
+
+def paths_requested(server: HTTPServer) -> list[str]:
+    return [req.path for req, _ in server.log]
+
+
+def test_tables_have_declared_schemas(server, settings, tmp_path):
+    server.expect_request("/a").respond_with_data(HTML.format(t="A"), content_type="text/html")
+    res = run(server, settings, tmp_path, "/a")
+    assert res.pages.schema.equals(PAGES)
+    assert res.fetches.schema.equals(FETCHES)
+    assert res.state.schema.equals(FETCH_STATE)
+    assert res.rejects.schema.equals(REJECTS)
+    assert {s.name for s in TABLE_SPECS} == {"fetches", "fetch_state", "warc_index"}
+    for spec in TABLE_SPECS:
+        assert set(spec.columns) == set(spec.schema.names), spec.name
+    page = res.pages.to_pylist()[0]
+    assert page["outlet"] == "Test Outlet" and "A body text" in page["html"]
+
+
+def test_429_with_retry_after_is_honoured_and_capped(server, settings, tmp_path):
+    server.expect_oneshot_request("/busy").respond_with_data(
+        "slow down", status=429, headers={"Retry-After": "30"})
+    server.expect_request("/busy").respond_with_data(HTML.format(t="B"),
+                                                     content_type="text/html")
+    t0 = time.monotonic()
+    res = run(server, settings, tmp_path, "/busy")
+    took = time.monotonic() - t0
+    row = res.fetches.to_pylist()[0]
+    assert row["reason"] == "ok" and row["attempts"] == 2
+    assert settings.max_retry_after - 0.05 <= took < 5  # waited, but capped far below 30 s
+    assert res.pages.num_rows == 1
+
+
+def test_500_then_200_retries(server, settings, tmp_path):
+    server.expect_oneshot_request("/flaky").respond_with_data("oops", status=500)
+    server.expect_request("/flaky").respond_with_data(HTML.format(t="F"),
+                                                      content_type="text/html")
+    res = run(server, settings, tmp_path, "/flaky")
+    assert res.fetches.column("attempts").to_pylist() == [2]
+    assert res.pages.num_rows == 1
+
+
+def test_persistent_500_gives_up_and_is_due_again(server, settings, tmp_path):
+    server.expect_request("/down").respond_with_data("oops", status=503)
+    res = run(server, settings, tmp_path, "/down")
+    row = res.fetches.to_pylist()[0]
+    assert row["reason"] == "http_5xx" and row["attempts"] == settings.retries + 1
+    assert res.rejects.column("reason").to_pylist() == ["http_5xx"]
+    st = res.state.to_pylist()[0]
+    assert st["next_due"] <= utcnow()  # a transient failure is retried next run
+
+
+def test_slow_response_times_out(server, settings, tmp_path):
+    done = threading.Event()
+
+    def slow(_req: Request) -> Response:
+        time.sleep(1.0)
+        done.set()
+        return Response("late", content_type="text/html")
+
+    server.expect_request("/slow").respond_with_handler(slow)
+    t0 = time.monotonic()
+    res = run(server, settings, tmp_path, "/slow")
+    assert time.monotonic() - t0 < 0.9  # gave up at read_timeout, did not wait for the body
+    assert reasons(res) == {"slow": "timeout"}
+    assert res.pages.num_rows == 0
+    done.wait(2)  # the test server is single-threaded: let it finish before the next test
+
+
+def test_redirect_loop_detected(server, settings, tmp_path):
+    server.expect_request("/loop1").respond_with_data("", status=302,
+                                                      headers={"Location": "/loop2"})
+    server.expect_request("/loop2").respond_with_data("", status=301,
+                                                      headers={"Location": "/loop1"})
+    res = run(server, settings, tmp_path, "/loop1")
+    assert reasons(res) == {"loop1": "redirect_loop"}
+
+
+def test_redirect_followed_and_final_url_kept(server, settings, tmp_path):
+    server.expect_request("/old").respond_with_data("", status=301, headers={"Location": "/new"})
+    server.expect_request("/new").respond_with_data(HTML.format(t="N"),
+                                                    content_type="text/html")
+    res = run(server, settings, tmp_path, "/old")
+    page = res.pages.to_pylist()[0]
+    assert page["url"].endswith("/old") and page["final_url"].endswith("/new")
+    assert res.fetches.column("redirects").to_pylist() == [1]
+
+
+def test_huge_streamed_body_stops_reading_early(server, settings, tmp_path):
+    produced = []
+
+    def huge(_req: Request) -> Response:
+        def gen():
+            for _ in range(50):  # 50 MB, chunked (no Content-Length to refuse it up front)
+                produced.append(1)
+                yield b"<p>" + b"x" * (1_000_000 - 3)
+        return Response(gen(), content_type="text/html")
+
+    server.expect_request("/huge").respond_with_handler(huge)
+    server.expect_request("/declared").respond_with_data(
+        "x", content_type="text/html", headers={"Content-Length": str(50_000_000)})
+    res = run(server, settings, tmp_path, "/huge")
+    row = res.fetches.to_pylist()[0]
+    assert row["reason"] == "too_large"
+    assert row["bytes"] <= 2 * settings.max_bytes
+    assert len(produced) < 50
+    assert res.pages.num_rows == 0
+
+
+def test_declared_content_length_too_large_is_refused_without_reading(server, settings,
+                                                                      tmp_path):
+    def declared(_req: Request) -> Response:
+        r = Response(b"<html>" + b"x" * 100, content_type="text/html")
+        r.headers["Content-Length"] = "50000000"
+        return r
+
+    server.expect_request("/declared").respond_with_handler(declared)
+    res = run(server, settings, tmp_path, "/declared")
+    row = res.fetches.to_pylist()[0]
+    assert row["reason"] == "too_large" and row["bytes"] == 0
+
+
+def test_gzip_bomb_refused(server, settings, tmp_path):
+    bomb = gzip.compress(b"<html>" + b"\0" * 30_000_000, compresslevel=9)
+    assert len(bomb) < 100_000
+    server.expect_request("/bomb").respond_with_data(
+        bomb, content_type="text/html", headers={"Content-Encoding": "gzip"})
+    res = run(server, settings, tmp_path, "/bomb")
+    row = res.fetches.to_pylist()[0]
+    assert row["reason"] == "gzip_bomb"
+    assert row["bytes"] <= len(bomb)
+
+
+def test_gzip_page_decoded(server, settings, tmp_path):
+    server.expect_request("/gz").respond_with_data(
+        gzip.compress(HTML.format(t="Zipped").encode()), content_type="text/html",
+        headers={"Content-Encoding": "gzip"})
+    res = run(server, settings, tmp_path, "/gz")
+    assert "Zipped body text" in res.pages.column("html")[0].as_py()
+
+
+def test_windows_1251_page_declared_utf8_decodes_right(server, settings, tmp_path):
+    server.expect_request("/ru").respond_with_data(
+        RUSSIAN.encode("cp1251"), content_type="text/html; charset=utf-8")
+    res = run(server, settings, tmp_path, "/ru")
+    assert "Правительство объявило" in res.pages.column("html")[0].as_py()
+
+
+def test_pdf_recorded_and_skipped(server, settings, tmp_path):
+    server.expect_request("/doc.pdf").respond_with_data(b"%PDF-1.7 ...",
+                                                        content_type="application/pdf")
+    res = run(server, settings, tmp_path, "/doc.pdf")
+    row = res.fetches.to_pylist()[0]
+    assert row["reason"] == "content_type" and row["content_type"] == "application/pdf"
+    assert res.pages.num_rows == 0
+
+
+def test_robots_disallow_and_crawl_delay(httpserver, settings, tmp_path):
+    httpserver.expect_request("/robots.txt").respond_with_data(
+        "User-agent: *\nDisallow: /private\nCrawl-delay: 0.3\n", content_type="text/plain")
+    times: list[float] = []
+
+    def page(req: Request) -> Response:
+        times.append(time.monotonic())
+        return Response(HTML.format(t=req.path), content_type="text/html")
+
+    for p in ("/a", "/b", "/c", "/private/x"):
+        httpserver.expect_request(p).respond_with_handler(page)
+    res = run(httpserver, settings, tmp_path, "/a", "/private/x", "/b", "/c")
+    assert reasons(res)["x"] == "robots_disallowed"
+    assert "/private/x" not in paths_requested(httpserver)
+    assert paths_requested(httpserver).count("/robots.txt") == 1  # cached per host per run
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert len(gaps) == 2 and min(gaps) >= 0.28
+
+
+def test_robots_5xx_means_disallow_all(httpserver, settings, tmp_path):
+    httpserver.expect_request("/robots.txt").respond_with_data("err", status=500)
+    httpserver.expect_request("/a").respond_with_data(HTML.format(t="A"),
+                                                      content_type="text/html")
+    res = run(httpserver, settings, tmp_path, "/a")
+    assert reasons(res) == {"a": "robots_unavailable"}
+    assert "/a" not in paths_requested(httpserver)
+
+
+def test_etag_and_last_modified_second_run_304(server, settings, tmp_path):
+    lm = "Wed, 21 Oct 2026 07:28:00 GMT"
+
+    def etag_page(req: Request) -> Response:
+        if req.headers.get("If-None-Match") == '"v1"':
+            return Response(status=304, headers={"ETag": '"v1"'})
+        return Response(HTML.format(t="E"), content_type="text/html", headers={"ETag": '"v1"'})
+
+    def lm_page(req: Request) -> Response:
+        if req.headers.get("If-Modified-Since") == lm:
+            return Response(status=304)
+        return Response(HTML.format(t="L"), content_type="text/html",
+                        headers={"Last-Modified": lm})
+
+    server.expect_request("/etag").respond_with_handler(etag_page)
+    server.expect_request("/lm").respond_with_handler(lm_page)
+    first = run(server, settings, tmp_path, "/etag", "/lm")
+    assert first.pages.num_rows == 2
+    state = state_dict(first.state)
+    second = run(server, settings, tmp_path, "/etag", "/lm", state=state, run_id="r2")
+    assert reasons(second) == {"etag": "not_modified", "lm": "not_modified"}
+    assert second.pages.num_rows == 0 and second.rejects.num_rows == 0
+    assert all(second.fetches.column("conditional").to_pylist())
+    # validators survive the 304 so the third run is conditional too
+    st = state_dict(second.state)
+    assert {r["etag"] for r in st.values()} == {'"v1"', None}
+    assert {r["last_modified"] for r in st.values()} == {lm, None}
+
+
+def test_unchanged_body_without_validators_emits_no_page(server, settings, tmp_path):
+    server.expect_request("/same").respond_with_data(HTML.format(t="S"),
+                                                     content_type="text/html")
+    first = run(server, settings, tmp_path, "/same")
+    second = run(server, settings, tmp_path, "/same", state=state_dict(first.state),
+                 run_id="r2")
+    assert reasons(second) == {"same": "unchanged"} and second.pages.num_rows == 0
+    # unchanged pages back off: the revisit interval doubles (from the floor)
+    assert second.state.column("revisit_s")[0].as_py() >= first.state.column("revisit_s")[
+        0].as_py()
+
+
+def test_not_due_makes_no_request(server, settings, tmp_path):
+    server.expect_request("/later").respond_with_data(HTML.format(t="x"),
+                                                      content_type="text/html")
+    url = server.url_for("/later")
+    state = {url: {"canonical_url": url, "next_due": utcnow() + timedelta(hours=1),
+                   "content_hash": "abc"}}
+    res = run(server, settings, tmp_path, "/later", state=state)
+    assert reasons(res) == {"later": "not_due"}
+    assert res.fetches.column("from_cache").to_pylist() == [True]
+    assert paths_requested(server) == []
+
+
+def test_ssrf_blocked_without_allow_list(server, settings, tmp_path):
+    server.expect_request("/internal").respond_with_data("secret", content_type="text/html")
+    settings.allow_private_hosts = set()
+    res = run(server, settings, tmp_path, "/internal")
+    assert reasons(res) == {"internal": "ssrf_blocked"}
+    assert paths_requested(server) == []
+    # a source may opt in explicitly
+    ok = run(server, settings, tmp_path, "/internal", allow_private=True, run_id="r2")
+    assert reasons(ok) == {"internal": "ok"}
+
+
+def test_ssrf_checked_on_every_redirect_hop(server, settings, tmp_path):
+    server.expect_request("/jump").respond_with_data(
+        "", status=302, headers={"Location": "http://localhost:1/admin"})
+    res = run(server, settings, tmp_path, "/jump")
+    assert reasons(res) == {"jump": "ssrf_blocked"}
+
+
+def test_per_host_gate_holds_across_threads(server, settings, tmp_path):
+    """Two shards of one host fetched in parallel still start requests delay apart."""
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def page(req: Request) -> Response:
+        with lock:
+            times.append(time.monotonic())
+        return Response(HTML.format(t=req.path), content_type="text/html")
+
+    for i in range(6):
+        server.expect_request(f"/p{i}").respond_with_handler(page)
+    settings.per_host_delay_s = 0.15
+    shards = [Shard(f"s{k}", "t", "urls", None, [server.url_for(f"/p{i}")
+                                                 for i in range(k * 3, k * 3 + 3)])
+              for k in range(2)]
+    results = []
+    threads = [threading.Thread(target=lambda s=s: results.append(
+        fetch_shard(s, settings, {}, "par", tmp_path / "arch"))) for s in shards]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r.pages.num_rows for r in results) == 6
+    times.sort()
+    assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.13
+
+
+def test_connection_refused_is_a_row_not_a_crash(settings, tmp_path):
+    shard = Shard("s", "t", "urls", None, ["http://127.0.0.1:9/nothing", "not a url"])
+    settings.respect_robots = False
+    res = fetch_shard(shard, settings, {}, "r", tmp_path / "a")
+    assert res.fetches.column("reason").to_pylist() == ["connection_error", "bad_url"]
+
+
+# --- local kinds ----------------------------------------------------------------------------
+def test_html_dir_pages_use_canonical_or_file_uri(settings, tmp_path):
+    d = tmp_path / "site"
+    d.mkdir()
+    (d / "a.html").write_text(HTML.format(t="A"), encoding="utf-8")
+    (d / "b.html").write_text('<html><head><link rel="canonical" href="https://ex.com/b">'
+                              "</head><body>B</body></html>", encoding="utf-8")
+    shard = Shard("s", "dir", "html_dir", "Dir", [str(d / "a.html"), str(d / "b.html")])
+    res = fetch_shard(shard, settings, {}, "r", tmp_path / "arch")
+    urls = sorted(res.pages.column("url").to_pylist())
+    assert urls == [(d / "a.html").resolve().as_uri(), "https://ex.com/b"]
+    again = fetch_shard(shard, settings, state_dict(res.state), "r2", tmp_path / "arch")
+    assert again.pages.num_rows == 0  # same bytes, nothing new
+
+
+def _cc_news_warc(path: Path) -> None:
+    with open(path, "wb") as f:
+        w = WARCWriter(f, gzip=True)
+        for url, ctype, body, status in [
+            ("https://news.example/a", "text/html; charset=utf-8", HTML.format(t="WA"), "200 OK"),
+            ("https://news.example/logo.png", "image/png", "PNG", "200 OK"),
+            ("https://news.example/gone", "text/html", "gone", "404 Not Found"),
+            ("https://news.example/b", "text/html", HTML.format(t="WB"), "200 OK"),
+        ]:
+            data = body.encode()
+            http = StatusAndHeaders(status, [("Content-Type", ctype),
+                                             ("Content-Length", str(len(data)))],
+                                    protocol="HTTP/1.1")
+            w.write_record(w.create_warc_record(url, "response", payload=io.BytesIO(data),
+                                                http_headers=http))
+
+
+def test_warc_source_streams_response_records(settings, tmp_path):
+    path = tmp_path / "CC-NEWS-sample.warc.gz"
+    _cc_news_warc(path)
+    shard = Shard("s", "ccnews", "warc", "CC", [str(path)])
+    res = fetch_shard(shard, settings, {}, "r", tmp_path / "arch")
+    assert sorted(res.pages.column("url").to_pylist()) == ["https://news.example/a",
+                                                           "https://news.example/b"]
+    assert reasons(res) == {"a": "ok", "logo.png": "content_type", "gone": "http_404",
+                            "b": "ok"}
+    assert set(res.pages.column("source").to_pylist()) == {"ccnews"}
+    assert res.warc_index.num_rows == 2
+
+
+def test_jsonl_source_yields_articles(settings, tmp_path):
+    path = tmp_path / "articles.jsonl"
+    lines = [
+        {"url": "https://ex.com/1", "title": "One", "text": "Body one.",
+         "published": "2026-11-20T10:00:00Z", "authors": "Ann"},
+        {"url": "https://ex.com/2", "title": "Two", "text": "Body two.", "language": "de"},
+        {"title": "no url"},
+    ]
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n{broken\n", encoding="utf-8")
+    shard = Shard("s", "dump", "jsonl", "Dump", [str(path)], language="en")
+    res = fetch_shard(shard, settings, {}, "r", tmp_path / "arch")
+    assert res.articles is not None and res.articles.schema.equals(ARTICLES_CORE)
+    arts = res.articles.to_pylist()
+    assert [a["title"] for a in arts] == ["One", "Two"]
+    assert arts[0]["body"] == "Body one." and arts[0]["authors"] == ["Ann"]
+    assert str(arts[0]["published"]) == "2026-11-20"
+    assert [a["language"] for a in arts] == ["en", "de"]
+    assert res.pages.num_rows == 0
+    assert sorted(res.rejects.column("reason").to_pylist()) == ["bad_json", "missing_field"]
+
+
+def test_fetch_result_tables_concatenate_across_shards(server, settings, tmp_path):
+    server.expect_request("/a").respond_with_data(HTML.format(t="A"), content_type="text/html")
+    a = run(server, settings, tmp_path, "/a")
+    b = run(server, settings, tmp_path, "/a", run_id="r9")
+    assert pa.concat_tables([a.fetches, b.fetches]).num_rows == 2

@@ -1,0 +1,61 @@
+"""NER behaviour the enrich stage relies on: outlets as ORG, unusual surnames as PER, places."""
+
+from __future__ import annotations
+
+import json
+
+from newsflow.ner_cmd import ner_jsonl
+from tasks.ner import recognise, recognise_tokens
+
+TEXT = (
+    "Ukrainian President Volodymyr Zelenskyy has accused Vladimir Putin of being afraid. "
+    "Keir Giles, a defense analyst at London's Chatham House think tank, told NBC News. "
+    "Kellogg spoke to Fox News last month, and Russian troops advanced near Kharkiv and Kherson."
+)
+
+
+def _found(text: str) -> set[tuple[str, str]]:
+    return {(text[s:e], lab) for s, e, lab in recognise([text])[0]}
+
+
+def test_outlets_and_think_tanks_are_organisations() -> None:
+    found = _found(TEXT)
+    for name in ("NBC News", "Chatham House", "Fox News"):
+        assert (name, "ORG") in found
+
+
+def test_people_keep_names_without_titles() -> None:
+    found = _found(TEXT)
+    assert ("Volodymyr Zelenskyy", "PER") in found
+    assert ("Vladimir Putin", "PER") in found
+    assert ("Keir Giles", "PER") in found
+
+
+def test_places_are_loc_and_adjectives_are_not() -> None:
+    found = _found(TEXT)
+    assert {("London", "LOC"), ("Kharkiv", "LOC"), ("Kherson", "LOC")} <= found
+    assert not any(m == "Ukrainian" for m, _ in found)
+
+
+def test_spans_strip_determiner_and_possessive() -> None:
+    text = "Officials at the Kremlin denied it, and Ukraine's Ground Forces said so."
+    found = _found(text)
+    assert ("Kremlin", "ORG") in found
+    assert ("Ukraine", "LOC") in found
+
+
+def test_token_spans_align_with_given_tokens() -> None:
+    toks = ["Sergei", "Ryabkov", "told", "reporters", "in", "Moscow", "on", "Monday", "."]
+    assert recognise_tokens([toks, []]) == [[(0, 2, "PER"), (5, 6, "LOC")], []]
+
+
+def test_ner_jsonl_writes_one_line_per_sentence(tmp_path) -> None:
+    src = tmp_path / "sents.jsonl"
+    src.write_text("\n".join(json.dumps({"doc": 0, "sent": i, "tokens": t}) for i, t in
+                             enumerate([["NATO", "met", "in", "Brussels", "."], ["no", "names"]])))
+    out = tmp_path / "pred.jsonl"
+    info = ner_jsonl(src, out)
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert info["sentences"] == 2 and len(lines) == 2
+    assert lines[0]["spans"] == [[0, 1, "ORG"], [3, 4, "LOC"]]
+    assert lines[1]["spans"] == []

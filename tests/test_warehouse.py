@@ -1,0 +1,111 @@
+"""The warehouse: idempotent loads, all-or-nothing transactions, migrations, Parquet export."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.schema import rejects_table, stable_id
+from warehouse.store import Warehouse
+from warehouse.tables import ARTICLES
+
+
+def _articles(run_id: str, bodies: dict[str, str]) -> pa.Table:
+    rows = []
+    for i, (url, body) in enumerate(sorted(bodies.items())):
+        rows.append(
+            {
+                "article_id": stable_id(url),
+                "url": url,
+                "canonical_url": url,
+                "outlet": "Kyiv Ledger",
+                "title": f"Story {i}",
+                "authors": ["Anna Koval"],
+                "published": dt.date(2025, 1, 28 + i % 2),
+                "language": "en",
+                "body": body,
+                "content_hash": stable_id(body),
+                "cluster_id": stable_id(url),
+                "dup_kind": "unique",
+                "run_id": run_id,
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=ARTICLES)
+
+
+def test_same_input_twice_adds_and_changes_nothing(tmp_path):
+    wh = Warehouse(tmp_path)
+    con = wh.connect()
+    arts = {"http://a.test/1": "Body one.", "http://a.test/2": "Body two."}
+    first = wh.load(con, {"articles": [_articles("r1", arts)]}, run_id="r1")
+    assert first.changed_articles == 2
+    second = wh.load(con, {"articles": [_articles("r2", arts)]}, run_id="r2")
+    assert second.changed_articles == 0
+    rows = con.execute("SELECT DISTINCT run_id FROM articles").fetchall()
+    assert rows == [("r1",)]
+    # a changed body replaces that article only, and the row says which run changed it
+    arts["http://a.test/2"] = "Body two, corrected."
+    third = wh.load(con, {"articles": [_articles("r3", arts)]}, run_id="r3")
+    assert third.changed_articles == 1
+    got = dict(con.execute("SELECT url, run_id FROM articles").fetchall())
+    assert got == {"http://a.test/1": "r1", "http://a.test/2": "r3"}
+
+
+def test_failed_load_leaves_previous_state(tmp_path):
+    wh = Warehouse(tmp_path)
+    con = wh.connect()
+    wh.load(con, {"articles": [_articles("r1", {"http://a.test/1": "One."})]}, run_id="r1")
+    bad = pa.table({"stage": ["clean"], "reason": ["x"], "item_id": ["i"], "rejected_at": ["not a time"]})
+    with pytest.raises(duckdb.Error):
+        wh.load(
+            con,
+            {
+                "articles": [_articles("r2", {"http://a.test/9": "Nine."})],
+                "rejects": [bad],
+            },
+            run_id="r2",
+        )
+    assert con.execute("SELECT count(*) FROM articles").fetchone()[0] == 1
+    assert con.execute("SELECT count(*) FROM rejects").fetchone()[0] == 0
+
+
+def test_rejects_are_kept_once_with_first_run(tmp_path):
+    wh = Warehouse(tmp_path)
+    con = wh.connect()
+    r = [{"item_id": "p1", "url": "http://a.test/x", "stage": "extract", "reason": "empty_page"}]
+    wh.load(con, {"rejects": [rejects_table(r, "r1")]})
+    wh.load(con, {"rejects": [rejects_table(r, "r2")]})
+    assert con.execute("SELECT run_id FROM rejects").fetchall() == [("r1",)]
+
+
+def test_migration_adds_new_columns(tmp_path):
+    path = tmp_path / "newsflow.duckdb"
+    raw = duckdb.connect(str(path))
+    raw.execute("CREATE TABLE articles (article_id VARCHAR, url VARCHAR)")
+    raw.close()
+    con = Warehouse(tmp_path).connect()
+    cols = {r[0] for r in con.execute("DESCRIBE articles").fetchall()}
+    assert {"cluster_id", "body", "published"} <= cols
+    assert con.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] > 0
+
+
+def test_export_is_partitioned_and_readable(tmp_path):
+    wh = Warehouse(tmp_path)
+    con = wh.connect()
+    arts = {"http://a.test/1": "One.", "http://a.test/2": "Two."}
+    wh.load(con, {"articles": [_articles("r1", arts)]}, run_id="r1")
+    wh.export_parquet(con, "r1")
+    parts = sorted(p.name for p in (wh.parquet_dir / "articles").iterdir())
+    assert parts == ["published_date=2025-01-28", "published_date=2025-01-29"]
+    wh.export_parquet(con, "r2")  # a second export swaps the link and drops the old version
+    t = pq.read_table(wh.parquet_dir / "articles")
+    assert t.num_rows == 2
+    assert len(list((wh.parquet_dir / ".versions").glob("articles-*"))) == 1
+    con.close()
+    assert wh.query("SELECT count(*) AS n FROM articles").to_pylist() == [{"n": 2}]
+    with pytest.raises(duckdb.Error):
+        wh.query("DELETE FROM articles")

@@ -1,0 +1,374 @@
+"""The one place that opens DuckDB: schema, migrations, idempotent atomic loads, Parquet export.
+
+A DuckDB file allows one writer, so workers hand their output over as Arrow tables or Parquet
+files and this module loads everything from one run in a single transaction: a killed or
+failed run leaves the previous published state untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from tasks.schema import TableSpec, utcnow
+from warehouse.tables import all_specs
+
+DB_NAME = "newsflow.duckdb"
+# Columns that say which run wrote a row: not part of a row's content when deciding whether a
+# re-run changed anything (re-running the same input must change nothing).
+_PROVENANCE = {"run_id"}
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("NEWSFLOW_HOME", "data")).resolve()
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass
+class LoadStats:
+    inserted: dict[str, int] = field(default_factory=dict)
+    changed_articles: int = 0
+    unchanged_articles: int = 0
+
+
+class Warehouse:
+    """A warehouse home directory: DuckDB file, Parquet exports, raw archive, GX, staging."""
+
+    def __init__(self, home: Path | str | None = None) -> None:
+        self.home = Path(home).resolve() if home else default_home()
+        self.db_path = self.home / DB_NAME
+        self.parquet_dir = self.home / "parquet"
+        self.archive_dir = self.home / "archive"
+        self.gx_dir = self.home / "gx"
+        self.staging_dir = self.home / "staging"
+        self._specs: list[TableSpec] | None = None
+
+    # -- connections ---------------------------------------------------------------------
+    @property
+    def specs(self) -> list[TableSpec]:
+        if self._specs is None:
+            self._specs = all_specs()
+        return self._specs
+
+    def spec(self, name: str) -> TableSpec:
+        for s in self.specs:
+            if s.name == name:
+                return s
+        raise KeyError(f"no published table named {name!r}")
+
+    def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        if read_only:
+            if not self.db_path.exists():
+                raise FileNotFoundError(
+                    f"no warehouse at {self.db_path}: run `newsflow run` first or pass --home"
+                )
+            return duckdb.connect(str(self.db_path), read_only=True)
+        for d in (self.home, self.parquet_dir, self.archive_dir, self.staging_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(self.db_path))
+        self.migrate(con)
+        return con
+
+    # -- schema --------------------------------------------------------------------------
+    def migrate(self, con: duckdb.DuckDBPyConnection) -> list[str]:
+        """Create missing tables and add missing columns; every change is recorded."""
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(applied_at TIMESTAMPTZ, statement VARCHAR)"
+        )
+        existing = {
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema='main'"
+            ).fetchall()
+        }
+        applied: list[str] = []
+        for spec in self.specs:
+            if spec.name not in existing:
+                empty = spec.schema.empty_table()  # noqa: F841 - referenced by DuckDB
+                con.execute(f"CREATE TABLE {_ident(spec.name)} AS SELECT * FROM empty")
+                applied.append(f"create table {spec.name}")
+                continue
+            cols = {
+                r[0]
+                for r in con.execute(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_schema='main' AND table_name=?",
+                    [spec.name],
+                ).fetchall()
+            }
+            for f in spec.schema:
+                if f.name in cols:
+                    continue
+                probe = pa.schema([f]).empty_table()  # noqa: F841 - referenced by DuckDB
+                ddl_type = con.execute(
+                    "SELECT column_type FROM (DESCRIBE SELECT * FROM probe)"
+                ).fetchone()
+                stmt = (
+                    f"ALTER TABLE {_ident(spec.name)} ADD COLUMN {_ident(f.name)} {ddl_type[0]}"
+                )
+                con.execute(stmt)
+                applied.append(stmt)
+        for stmt in applied:
+            con.execute("INSERT INTO schema_migrations VALUES (?, ?)", [utcnow(), stmt])
+        return applied
+
+    # -- reads used by the flow ----------------------------------------------------------
+    def fetch_state(self) -> dict[str, dict]:
+        """canonical_url -> last fetch state, for conditional and due-based re-fetching."""
+        if not self.db_path.exists():
+            return {}
+        con = self.connect(read_only=True)
+        try:
+            tables = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
+            if "fetch_state" not in tables:
+                return {}
+            t = con.execute("SELECT * FROM fetch_state").to_arrow_table()
+        finally:
+            con.close()
+        return {r["canonical_url"]: r for r in t.to_pylist()}
+
+    def query(self, sql: str) -> pa.Table:
+        con = self.connect(read_only=True)
+        try:
+            return con.execute(sql).to_arrow_table()
+        finally:
+            con.close()
+
+    # -- the load ------------------------------------------------------------------------
+    def load(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        staged: dict[str, Sequence[pa.Table | Path | str]],
+        run_row: dict | None = None,
+        run_id: str | None = None,
+    ) -> LoadStats:
+        """Load one run's output in ONE transaction (all or nothing), idempotently.
+
+        ``articles`` decides what changed: an article whose ``content_hash`` equals the stored
+        one is left as it is, and so are its child rows (tables with mode "article"). Upsert
+        tables replace a row only when its content differs; log tables add only new keys.
+        """
+        stats = LoadStats()
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for spec in self.specs:
+                parts = staged.get(spec.name) or []
+                self._stage(con, spec, parts)
+            if "articles" in staged:
+                con.execute(
+                    "CREATE OR REPLACE TEMP TABLE _changed AS "
+                    "SELECT s.article_id FROM _s_articles s LEFT JOIN articles a "
+                    "ON a.article_id = s.article_id "
+                    "WHERE a.article_id IS NULL OR a.content_hash IS DISTINCT FROM s.content_hash"
+                )
+            else:
+                con.execute("CREATE OR REPLACE TEMP TABLE _changed (article_id VARCHAR)")
+            stats.changed_articles = con.execute("SELECT count(*) FROM _changed").fetchone()[0]
+            for spec in self.specs:
+                if spec.name not in staged:
+                    continue
+                stats.inserted[spec.name] = self._merge(con, spec)
+            if run_id is not None and {"article_entities", "related_articles"} <= self._names():
+                stats.inserted["related_articles"] = self._derive_related(con, run_id)
+            if run_row is not None:
+                self._upsert_run(con, run_row)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            for spec in self.specs:
+                con.execute(f"DROP TABLE IF EXISTS {_ident('_s_' + spec.name)}")
+        return stats
+
+    def _stage(self, con: duckdb.DuckDBPyConnection, spec: TableSpec, parts: Iterable) -> None:
+        name = _ident("_s_" + spec.name)
+        empty = spec.schema.empty_table()  # noqa: F841 - referenced by DuckDB
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM empty")
+        files: list[str] = []
+        for part in parts:
+            if isinstance(part, pa.Table):
+                if part.num_rows == 0:
+                    continue
+                arrow_part = part  # noqa: F841 - referenced by DuckDB
+                con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM arrow_part")
+            else:
+                files.append(str(part))
+        if files:
+            con.execute(
+                f"INSERT INTO {name} BY NAME SELECT * FROM read_parquet(?, union_by_name=true)",
+                [files],
+            )
+
+    def _merge(self, con: duckdb.DuckDBPyConnection, spec: TableSpec) -> int:
+        t, s = _ident(spec.name), _ident("_s_" + spec.name)
+        key_eq = " AND ".join(f"t.{_ident(k)} IS NOT DISTINCT FROM s.{_ident(k)}" for k in spec.key)
+        key_cols = ", ".join(_ident(k) for k in spec.key)
+        # A batch may carry the same key twice (e.g. two shards): keep one deterministic row.
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _dedup AS SELECT * FROM {s} "
+            f"QUALIFY row_number() OVER (PARTITION BY {key_cols}) = 1"
+        )
+        con.execute(f"DELETE FROM {s}")
+        con.execute(f"INSERT INTO {s} SELECT * FROM _dedup")
+        con.execute("DROP TABLE _dedup")
+        before = con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        if spec.mode == "article":
+            con.execute(f"DELETE FROM {s} WHERE article_id NOT IN (SELECT article_id FROM _changed)")
+            con.execute(f"DELETE FROM {t} WHERE article_id IN (SELECT article_id FROM _changed)")
+            con.execute(f"INSERT INTO {t} BY NAME SELECT * FROM {s}")
+        elif spec.mode == "upsert":
+            content = [f.name for f in spec.schema if f.name not in _PROVENANCE]
+            differs = " OR ".join(f"t.{_ident(c)} IS DISTINCT FROM s.{_ident(c)}" for c in content)
+            con.execute(f"DELETE FROM {t} WHERE EXISTS (SELECT 1 FROM {s} s WHERE {key_eq} AND ({differs}))")
+            con.execute(
+                f"INSERT INTO {t} BY NAME SELECT s.* FROM {s} s "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {t} t WHERE {key_eq})"
+            )
+        elif spec.mode == "log":
+            con.execute(
+                f"INSERT INTO {t} BY NAME SELECT s.* FROM {s} s "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {t} t WHERE {key_eq})"
+            )
+        else:
+            raise ValueError(f"table {spec.name}: unknown mode {spec.mode!r}")
+        after = con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        return after - before
+
+    def _names(self) -> set[str]:
+        return {s.name for s in self.specs}
+
+    def _derive_related(self, con: duckdb.DuckDBPyConnection, run_id: str, top_k: int = 5) -> int:
+        """Related articles for the articles this run changed, against the whole warehouse.
+
+        Features are the entities (weight 1) and keywords (weight 0.5) of each article,
+        idf-weighted, scored by cosine similarity; copies of the same story (same cluster) are
+        never related to each other. Features carried by a large share of all articles say
+        little and would make the pair join quadratic, so they are left out.
+        """
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE _feats AS
+            WITH raw AS (
+                SELECT DISTINCT ae.article_id, 'e:' || coalesce(e.canonical_name, ae.entity_id) AS f,
+                       1.0 AS w
+                FROM article_entities ae LEFT JOIN entities e USING (entity_id)
+                WHERE ae.entity_id IS NOT NULL
+                UNION ALL
+                SELECT DISTINCT article_id, 'k:' || lower(keyword) AS f, 0.5 AS w
+                FROM article_keywords WHERE keyword IS NOT NULL
+            ), dedup AS (
+                SELECT article_id, f, max(w) AS w FROM raw GROUP BY ALL
+            ), n AS (SELECT count(DISTINCT article_id) AS n FROM dedup),
+            df AS (SELECT f, count(*) AS df FROM dedup GROUP BY f)
+            SELECT d.article_id, d.f, d.w * ln((n.n + 1.0) / df.df) AS w
+            FROM dedup d JOIN df USING (f), n
+            WHERE df.df > 1 AND df.df <= greatest(50, 0.05 * n.n)
+            """
+        )
+        con.execute(
+            "DELETE FROM related_articles WHERE article_id IN (SELECT article_id FROM _changed)"
+        )
+        before = con.execute("SELECT count(*) FROM related_articles").fetchone()[0]
+        con.execute(
+            """
+            INSERT INTO related_articles BY NAME
+            WITH norms AS (SELECT article_id, sqrt(sum(w * w)) AS nrm FROM _feats GROUP BY 1),
+            pairs AS (
+                SELECT a.article_id, b.article_id AS related_article_id,
+                       sum(a.w * b.w) AS dot, list(a.f ORDER BY a.w * b.w DESC) AS fs
+                FROM _feats a JOIN _feats b ON a.f = b.f AND a.article_id <> b.article_id
+                WHERE a.article_id IN (SELECT article_id FROM _changed)
+                GROUP BY 1, 2
+            ), scored AS (
+                SELECT p.article_id, p.related_article_id,
+                       p.dot / (na.nrm * nb.nrm) AS score, p.fs
+                FROM pairs p
+                JOIN norms na ON na.article_id = p.article_id
+                JOIN norms nb ON nb.article_id = p.related_article_id
+                JOIN articles aa ON aa.article_id = p.article_id
+                JOIN articles ab ON ab.article_id = p.related_article_id
+                WHERE aa.cluster_id IS DISTINCT FROM ab.cluster_id
+            )
+            SELECT article_id, related_article_id,
+                   CAST(row_number() OVER (PARTITION BY article_id
+                        ORDER BY score DESC, related_article_id) AS INTEGER) AS rank,
+                   round(score, 6) AS score,
+                   list_transform(fs[1:8], x -> x[3:]) AS shared,
+                   ? AS run_id
+            FROM scored
+            QUALIFY rank <= ?
+            """,
+            [run_id, int(top_k)],
+        )
+        con.execute("DROP TABLE _feats")
+        return con.execute("SELECT count(*) FROM related_articles").fetchone()[0] - before
+
+    def _upsert_run(self, con: duckdb.DuckDBPyConnection, row: dict) -> None:
+        con.execute("DELETE FROM runs WHERE run_id = ?", [row["run_id"]])
+        norm = {f.name: row.get(f.name) for f in self.spec("runs").schema}
+        for k in ("counts", "stage_seconds"):
+            if norm[k] is not None and not isinstance(norm[k], str):
+                norm[k] = json.dumps(norm[k], sort_keys=True)
+        run_tbl = pa.Table.from_pylist([norm], schema=self.spec("runs").schema)  # noqa: F841
+        con.execute("INSERT INTO runs BY NAME SELECT * FROM run_tbl")
+
+    def record_run(self, row: dict) -> None:
+        """Write the run's status outside the data load (e.g. 'running', 'failed')."""
+        con = self.connect()
+        try:
+            con.execute("BEGIN TRANSACTION")
+            self._upsert_run(con, row)
+            con.execute("COMMIT")
+        finally:
+            con.close()
+
+    # -- publish -------------------------------------------------------------------------
+    def export_parquet(self, con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Path]:
+        """Export every table to Parquet; readers never see a half-written export.
+
+        Each export is written to a fresh version folder and then a symlink named after the
+        table is swapped to it with one atomic rename.
+        """
+        versions = self.parquet_dir / ".versions"
+        versions.mkdir(parents=True, exist_ok=True)
+        out: dict[str, Path] = {}
+        for spec in self.specs:
+            target = versions / f"{spec.name}-{run_id}"
+            if target.exists():
+                shutil.rmtree(target)
+            if spec.name == "articles":
+                con.execute(
+                    f"COPY (SELECT *, coalesce(strftime(published, '%Y-%m-%d'), 'unknown') AS "
+                    f"published_date FROM articles) TO '{target}' "
+                    "(FORMAT parquet, PARTITION_BY (published_date), OVERWRITE_OR_IGNORE)"
+                )
+            else:
+                target.mkdir(parents=True)
+                con.execute(
+                    f"COPY {_ident(spec.name)} TO '{target / 'data.parquet'}' (FORMAT parquet)"
+                )
+            link = self.parquet_dir / spec.name
+            tmp_link = self.parquet_dir / f".{spec.name}.tmp"
+            if tmp_link.is_symlink() or tmp_link.exists():
+                tmp_link.unlink()
+            os.symlink(os.path.relpath(target, self.parquet_dir), tmp_link)
+            if link.exists() and not link.is_symlink():
+                shutil.rmtree(link)
+            old = os.path.realpath(link) if link.is_symlink() else None
+            os.replace(tmp_link, link)
+            if old and Path(old) != target.resolve() and Path(old).exists():
+                shutil.rmtree(old, ignore_errors=True)
+            out[spec.name] = link
+        return out
