@@ -9,26 +9,29 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
-from warehouse.dedup_index import DuckDBHistory
 
 from newsflow import pool
 from newsflow.progress import report
 from tasks import dedup as dedup_stage
 from tasks import quality
+from tasks.canonical import drop_duplicate_ids
 from tasks.fetch import fetch_shard
 from tasks.schema import REJECTS, conform, rejects_table, stable_id, utcnow
 from tasks.shards import enrich_shard, extract_clean_shard, reason_counts, write_table
 from tasks.sources import Shard, discover, load_sources
+from warehouse.dedup_index import DuckDBHistory
 from warehouse.store import Warehouse
 from warehouse.tables import ARTICLES
 
@@ -56,30 +59,42 @@ def new_run_id() -> str:
 # --- tasks: thin wrappers, the logic is in tasks/ ---------------------------------------
 @task(cache_policy=NO_CACHE, retries=0)
 def fetch_task(shard: Shard, settings, state: dict, run_id: str, archive_dir: str, out_dir: str):
+    """Fetch one shard; split its pages into CPU units of at most UNIT_ROWS for extraction."""
     res = fetch_shard(shard, settings, state, run_id, Path(archive_dir))
     out = Path(out_dir)
-    pages_path = articles_path = None
-    if res.pages.num_rows:
-        pages_path = str(write_table(res.pages, out / "pages" / f"{shard.shard_id}.parquet"))
-    articles = getattr(res, "articles", None)
-    if articles is not None and articles.num_rows:
-        articles_path = str(write_table(articles, out / "pre" / f"{shard.shard_id}.parquet"))
+    units = []
+    articles = res.articles if res.articles is not None else None
+    for i, chunk in enumerate(_chunks(res.pages)):
+        uid = f"{shard.shard_id}-p{i}"
+        units.append({"shard_id": uid, "articles": None,
+                      "pages": str(write_table(chunk, out / "pages" / f"{uid}.parquet"))})
+    if articles is not None:
+        for i, chunk in enumerate(_chunks(articles)):
+            uid = f"{shard.shard_id}-a{i}"
+            units.append({"shard_id": uid, "pages": None,
+                          "articles": str(write_table(chunk, out / "pre" / f"{uid}.parquet"))})
     write_table(res.fetches, out / "fetches" / f"{shard.shard_id}.parquet")
     write_table(res.state, out / "fetch_state" / f"{shard.shard_id}.parquet")
-    if getattr(res, "warc_index", None) is not None and res.warc_index.num_rows:
+    if res.warc_index is not None and res.warc_index.num_rows:
         write_table(res.warc_index, out / "warc_index" / f"{shard.shard_id}.parquet")
     write_table(conform(res.rejects, REJECTS), out / "rejects" / f"fetch-{shard.shard_id}.parquet")
     report("fetch", len(shard.items))
     return {
         "shard_id": shard.shard_id,
-        "pages": pages_path,
-        "articles": articles_path,
+        "units": units,
         "fetch": {
             "in": len(shard.items),
             "out": res.pages.num_rows + (articles.num_rows if articles is not None else 0),
             "rejected": reason_counts(res.rejects),
         },
     }
+
+
+UNIT_ROWS = 64  # pages per CPU task: small enough to spread over cores, big enough to amortise
+
+
+def _chunks(table: pa.Table, size: int = UNIT_ROWS) -> list[pa.Table]:
+    return [table.slice(i, size) for i in range(0, table.num_rows, size)]
 
 
 @task(cache_policy=NO_CACHE)
@@ -141,15 +156,18 @@ def ingest(
     run_id = run_id or new_run_id()
     wh = Warehouse(home)
     stage_dir = wh.staging_dir / run_id
+    gx = str(wh.gx_dir)
     started = utcnow()
     timings: dict[str, float] = {}
     summary = RunSummary(run_id=run_id, status="running", home=str(wh.home))
     wh.record_run({"run_id": run_id, "started_at": started, "status": "running",
                    "sources": str(sources_path)})
     reports: list[quality.QualityReport] = []
+    counts: dict = summary.counts
     if use_pool:
         pool.start(workers)
     try:
+        # fetch: discover shards, then one IO task per shard
         t0 = time.perf_counter()
         sources, settings = load_sources(sources_path)
         state = wh.fetch_state()
@@ -157,99 +175,94 @@ def ingest(
         discovery_rejects = _log_to_rejects(discovery_log, "discover", run_id)
         write_table(discovery_log, stage_dir / "fetches" / "discover.parquet")
         write_table(discovery_rejects, stage_dir / "rejects" / "discover.parquet")
+        if discovery_rejects.num_rows:
+            counts["discover"] = {"in": None, "out": None,
+                                  "rejected": reason_counts(discovery_rejects)}
         report("fetch", 0, sum(len(s.items) for s in shards))
-        fetched = [
-            f.result()
-            for f in [
-                fetch_task.submit(s, settings, state, run_id, str(wh.archive_dir), str(stage_dir))
-                for s in shards
-            ]
-        ]
+        archive = str(wh.archive_dir)
+        fetched = _results(
+            [fetch_task.submit(s, settings, state, run_id, archive, str(stage_dir)) for s in shards]
+        )
+        counts["fetch"] = _merge_counts(fetched, "fetch")
         timings["fetch"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        todo = [f for f in fetched if f["pages"] or f["articles"]]
-        report("extract", 0, sum(f["fetch"]["out"] for f in todo))
-        extracted = [
-            f.result()
-            for f in [extract_clean_task.submit(f, str(stage_dir), run_id) for f in todo]
-        ]
-        timings["extract+clean"] = time.perf_counter() - t0
-
         fetches = _read_dir(stage_dir / "fetches")
         if fetches is not None:
-            reports.append(check_task("fetch", fetches, run_id, str(wh.gx_dir)))
+            reports.append(check_task("fetch", fetches, run_id, gx))
+
+        # extract + clean: CPU, one task per shard on the process pool
+        t0 = time.perf_counter()
+        todo = [u for f in fetched for u in f["units"]]
+        report("extract", 0, sum(f["fetch"]["out"] for f in fetched))
+        extracted = _results([extract_clean_task.submit(f, str(stage_dir), run_id) for f in todo])
+        counts["extract"] = _merge_counts(extracted, "extract")
+        counts["clean"] = _merge_counts(extracted, "clean")
+        timings["extract+clean"] = time.perf_counter() - t0
         clean = _read_dir(stage_dir / "clean")
+        canon_rejects = REJECTS.empty_table()
+        if clean is not None:
+            # two URLs declaring one canonical URL are one article: keep one, reject the rest
+            clean, canon_rejects = drop_duplicate_ids(clean, run_id)
+            write_table(canon_rejects, stage_dir / "rejects" / "dedup-canonical.parquet")
+            reports.append(check_task("clean", clean, run_id, gx))
+        _raise_on_critical(reports)
+
+        result, final = None, None
         con = wh.connect()
         try:
             if clean is not None and clean.num_rows:
-                reports.append(check_task("clean", clean, run_id, str(wh.gx_dir)))
+                # dedup: one process, against the warehouse's band index (incremental)
                 t0 = time.perf_counter()
+                kept_urls = clean.column("url")
                 result = dedup_stage.dedup_batch(clean, DuckDBHistory(con), run_id)
-                timings["dedup"] = time.perf_counter() - t0
-                reports.append(check_task("dedup", result.assignments, run_id, str(wh.gx_dir)))
                 del clean
+                kinds = Counter(result.assignments.column("dup_kind").to_pylist())
+                counts["dedup"] = {
+                    "in": result.assignments.num_rows + canon_rejects.num_rows,
+                    "out": result.assignments.num_rows,
+                    "rejected": reason_counts(result.rejects) | reason_counts(canon_rejects),
+                    "kinds": dict(kinds),
+                    "clusters": len(set(result.assignments.column("cluster_id").to_pylist())),
+                }
+                timings["dedup"] = time.perf_counter() - t0
 
+                # enrich: CPU, one task per shard on the process pool
                 t0 = time.perf_counter()
                 shard_ids = [e["shard_id"] for e in extracted]
                 report("enrich", 0, sum(e["clean"]["out"] for e in extracted))
-                enriched = [
-                    f.result()
-                    for f in [
+                enriched = _results(
+                    [
                         enrich_task.submit(
                             str(stage_dir / "clean" / f"{sid}.parquet"), str(stage_dir), sid, run_id
                         )
                         for sid in shard_ids
                     ]
-                ]
+                )
+                counts["enrich"] = _merge_counts(enriched, "enrich")
                 timings["enrich"] = time.perf_counter() - t0
                 stats = _read_dir(stage_dir / "enrich" / "article_stats")
                 ents = _read_dir(stage_dir / "enrich" / "article_entities")
                 if ents is not None or stats is not None:
                     reports.append(
                         check_task(
-                            "enrich",
-                            ents if ents is not None else stats,
-                            run_id,
-                            str(wh.gx_dir),
+                            "enrich", ents if ents is not None else stats, run_id, gx,
                             tables={"article_stats": stats} if stats is not None else None,
                         )
                     )
-                final = _assemble_articles(stage_dir, shard_ids, result.assignments, stats)
-                reports.append(check_task("publish", final, run_id, str(wh.gx_dir)))
-            else:
-                result, enriched, final = None, [], None
+                final = _assemble_articles(stage_dir, shard_ids, result.assignments, stats, kept_urls)
+                reports.append(check_task("dedup", final, run_id, gx))
+                reports.append(check_task("publish", final, run_id, gx))
+                _raise_on_critical(reports)
 
-            _raise_on_critical(reports)
-
+            # load + publish: the single writer, one transaction, then the Parquet swap
             t0 = time.perf_counter()
             staged = _staged_tables(stage_dir, result, final, reports)
-            counts = {
-                "fetch": _merge_counts(fetched, "fetch"),
-                "extract": _merge_counts(extracted, "extract"),
-                "clean": _merge_counts(extracted, "clean"),
-                "enrich": _merge_counts(enriched, "enrich"),
-            }
-            disc = reason_counts(discovery_rejects)
-            if disc:
-                counts["discover"] = {"in": None, "out": None, "rejected": disc}
-            if result is not None:
-                kinds = Counter(result.assignments.column("dup_kind").to_pylist())
-                counts["dedup"] = {
-                    "in": result.assignments.num_rows,
-                    "out": result.assignments.num_rows,
-                    "rejected": reason_counts(result.rejects),
-                    "kinds": dict(kinds),
-                    "clusters": len(set(result.assignments.column("cluster_id").to_pylist())),
-                }
-            summary.counts = counts
             load = wh.load(con, staged, run_id=run_id)
             timings["load"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             wh.export_parquet(con, run_id)
             timings["publish"] = time.perf_counter() - t0
             summary.inserted = load.inserted
-            summary.counts["load"] = {
+            counts["load"] = {
                 "in": final.num_rows if final is not None else 0,
                 "out": load.changed_articles,
                 "rejected": {},
@@ -259,9 +272,11 @@ def ingest(
             con.close()
     except quality.QualityGateError as exc:
         summary.status, summary.message = "failed", str(exc)
-        log.error("quality gate: %s", exc)
+        log.error("%s", exc)
+        _record_checks_only(wh, reports)
     except Exception as exc:
         summary.status, summary.message = "failed", f"{type(exc).__name__}: {exc}"
+        summary.stage_seconds = timings
         wh.record_run(_run_row(summary, started, timings, sources_path))
         raise
     finally:
@@ -274,7 +289,22 @@ def ingest(
     except Exception as exc:  # docs are a view of results already stored; say so, don't fail
         summary.warnings.append(f"data docs not rebuilt: {exc}")
     wh.record_run(_run_row(summary, started, timings, sources_path))
+    if summary.status in ("published", "nothing_new"):
+        shutil.rmtree(stage_dir, ignore_errors=True)
     return summary.to_dict()
+
+
+def _results(futures: list) -> list:
+    return [f.result() for f in futures]
+
+
+def _record_checks_only(wh: Warehouse, reports: list[quality.QualityReport]) -> None:
+    """A stopped run publishes no data, but its check results must still be queryable."""
+    con = wh.connect()
+    try:
+        wh.load(con, {"dq_results": [r.results for r in reports]})
+    finally:
+        con.close()
 
 
 def _run_row(summary: RunSummary, started, timings: dict, sources_path: str) -> dict:
@@ -308,19 +338,36 @@ def _raise_on_critical(reports: list[quality.QualityReport]) -> None:
 
 
 def _assemble_articles(
-    stage_dir: Path, shard_ids: list[str], assignments: pa.Table, stats: pa.Table | None
+    stage_dir: Path, shard_ids: list[str], assignments: pa.Table, stats: pa.Table | None,
+    kept_urls: pa.ChunkedArray,
 ) -> pa.Table:
     """Join clean articles with their cluster and enrichment stats into the published shape."""
     parts = []
     assign = assignments.select(["article_id", "cluster_id", "dup_kind", "dup_of"])
     for sid in shard_ids:
         t = pq.read_table(stage_dir / "clean" / f"{sid}.parquet")
-        t = t.join(assign, "article_id", join_type="left outer")
+        t = t.filter(pc.is_in(t.column("url"), value_set=pa.concat_arrays(kept_urls.chunks)))
+        t = _attach(t, assign)
         if stats is not None:
-            s = stats.select(["article_id", "word_count", "reading_time_min", "enrichment_status"])
-            t = t.join(s, "article_id", join_type="left outer")
+            t = _attach(
+                t, stats.select(["article_id", "word_count", "reading_time_min", "enrichment_status"])
+            )
         parts.append(conform(t, ARTICLES))
     return pa.concat_tables(parts) if parts else ARTICLES.empty_table()
+
+
+def _attach(left: pa.Table, right: pa.Table) -> pa.Table:
+    """Left-join ``right``'s columns on article_id (Acero's join cannot carry list columns)."""
+    idx = pc.index_in(left.column("article_id"), value_set=right.column("article_id"))
+    for name in right.column_names:
+        if name == "article_id":
+            continue
+        col = right.column(name).take(idx)
+        if name in left.column_names:
+            left = left.set_column(left.schema.get_field_index(name), name, col)
+        else:
+            left = left.append_column(name, col)
+    return left
 
 
 def _staged_tables(stage_dir: Path, result, final, reports) -> dict[str, list]:

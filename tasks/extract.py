@@ -3,8 +3,10 @@
 Why this shape: the HTML is parsed once; metadata is read from that tree (tasks.metadata) and
 the same tree is handed to trafilatura for the body, so extraction costs one parse and one
 trafilatura run per page. Structured declarations (JSON-LD, OpenGraph) win over guesses for
-title/authors/date because publishers state them explicitly; the body comes from trafilatura
-and is made publishable by tasks.clean. A page that hangs the parser is cut off by a timer and
+title/authors/date because publishers state them explicitly; the body comes from trafilatura,
+completed where a template split the article into sibling containers, trimmed where the
+publisher's own JSON-LD articleBody agrees on what the article is, and is made publishable
+by tasks.clean. A page that hangs the parser is cut off by a timer and
 rejected as 'timeout'; every other failure is a counted reject with the exception text, never
 a silent drop. No Prefect and no DuckDB here.
 """
@@ -18,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from datetime import date
 from multiprocessing import get_context
@@ -26,6 +29,7 @@ from urllib.parse import urlsplit
 
 import pyarrow as pa
 from htmldate import find_date
+from lxml.html import HtmlElement
 from trafilatura import bare_extraction
 from trafilatura.meta import reset_caches
 from trafilatura.metadata import extract_author, extract_title
@@ -33,7 +37,7 @@ from trafilatura.settings import set_date_params
 from trafilatura.utils import load_html
 
 from tasks import metadata as md
-from tasks.clean import choose_title, normalize_url
+from tasks.clean import choose_authors, choose_title, fold_text, normalize_url
 from tasks.schema import ARTICLES_CORE, conform, rejects_table, stable_id
 
 LOG = logging.getLogger(__name__)
@@ -47,8 +51,12 @@ logging.getLogger("trafilatura").setLevel(logging.ERROR)
 logging.getLogger("htmldate").setLevel(logging.ERROR)
 
 
-class PageTimeout(Exception):
-    """Raised inside a page's extraction when its time limit is exceeded."""
+class PageTimeout(BaseException):
+    """Raised inside a page's extraction when its time limit is exceeded.
+
+    A BaseException (like KeyboardInterrupt) so that the broad ``except Exception`` blocks
+    inside trafilatura/htmldate cannot swallow it and carry on with the slow page.
+    """
 
 
 @contextmanager
@@ -96,6 +104,9 @@ def extract_html(
         return None, "empty_page", "HTML could not be parsed into a document"
 
     pm = md.read_page_meta(tree)  # read-only: must happen before trafilatura prunes the tree
+    listing = md.listing_reason(pm, url)
+    if listing:
+        return None, "not_article", listing
     # trafilatura copies an lxml input before pruning it, so `tree` stays intact for us.
     # Metadata comes from our own reading of the tree; trafilatura's metadata pass (htmldate
     # above all) costs as much as the body extraction and only runs below as a fallback.
@@ -103,12 +114,12 @@ def extract_html(
                           include_tables=True, output_format="python")
     text = (getattr(doc, "text", None) or "") if doc is not None else ""
     site = md.site_name(pm) or (outlet or "")
-    title = choose_title(pm, None, site, outlet, _host(url)) or (extract_title(tree) or "")
-
-    authors = md.jsonld_authors(pm) or md.meta_authors(pm)
-    if not authors:
-        fallback_author = extract_author(tree)
-        authors = [a for a in (fallback_author or "").split(";") if a.strip()]
+    jl_people, jl_orgs = md.jsonld_authors(pm)
+    authors = choose_authors([jl_people, md.meta_authors(pm)], jl_orgs, site)
+    if not authors:  # no declared byline: trafilatura's visible-byline heuristics
+        authors = [a for a in (extract_author(tree) or "").split(";") if a.strip()]
+    title = (choose_title(pm, None, site, outlet, _host(url), authors)
+             or (extract_title(tree) or ""))
     published = md.published_date(pm)
     if not published:
         published = md.iso_date(find_date(tree, url=url, **set_date_params(True)))
@@ -118,11 +129,11 @@ def extract_html(
     lang = md.language(pm)
     hints = md.syndication_hints(pm, url, canonical)
 
-    body = "\n\n".join(line.strip() for line in text.splitlines() if line.strip())
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = rescue_split_body(tree, lines)
+    lines = trim_to_article_body(lines, md.jsonld_field(pm, "articleBody"))
+    body = "\n\n".join(lines)
     if not body:
-        types = pm.types()
-        if types & md.NON_ARTICLE_TYPES and not types & md.ARTICLE_TYPES:
-            return None, "not_article", f"JSON-LD types {sorted(types)}"
         return None, "no_body", "no main text found"
     if len(body) < MIN_BODY_CHARS:
         return None, "too_short", f"{len(body)} characters of text"
@@ -143,6 +154,95 @@ def extract_html(
                               if hints else None),
     }
     return record, None, None
+
+
+ARTICLE_BODY_MIN_WORDS = 80  # shorter JSON-LD articleBody values are teasers/paywall stubs
+
+
+def trim_to_article_body(lines: list[str], article_body: str) -> list[str]:
+    """Drop extracted lines that the publisher's own JSON-LD articleBody does not contain.
+
+    Only when the two agree: the articleBody is substantial, at least half as long as the
+    extraction, and nearly all of it was extracted, so the extra lines are page chrome
+    (teasers, appeals, captions) rather than text the declaration left out. Short lines
+    (sub-headings) are kept: articleBody often omits them.
+    """
+    words = fold_text(article_body).split() if article_body else []
+    if len(words) < ARTICLE_BODY_MIN_WORDS or not lines:
+        return lines
+    vocab = set(words)
+    extracted_words = [w for line in lines for w in fold_text(line).split()]
+    extracted = set(extracted_words)
+    # a truncated articleBody (teaser, paywall) says nothing about the rest of the text
+    if len(words) < 0.5 * len(extracted_words) or len(vocab & extracted) < 0.9 * len(vocab):
+        return lines
+    kept = []
+    for line in lines:
+        toks = fold_text(line).split()
+        if len(toks) < 12 or sum(t in vocab for t in toks) >= 0.5 * len(toks):
+            kept.append(line)
+    return kept
+
+
+RESCUE_MIN_CHARS = 80  # only prose-length paragraphs are worth rescuing
+
+
+def rescue_split_body(tree: HtmlElement, lines: list[str]) -> list[str]:
+    """Add paragraphs from sibling copies of the article container trafilatura chose.
+
+    Some templates cut one article into several containers with the same tag and class
+    (one per block between ads); the extractor keeps the first and drops the rest. A prose
+    paragraph in another container of the very class that already held two or more
+    extracted paragraphs is the same article's text. Paragraphs inside an extracted
+    container that trafilatura dropped stay dropped: that was a judgement, not a split.
+    """
+    if not lines:
+        return lines
+    folded_lines = [fold_text(x) for x in lines]
+    candidates = []  # (p text, parent, signature, line index or None)
+    for p in tree.iter("p"):
+        txt = " ".join(p.text_content().split())
+        if len(txt) < RESCUE_MIN_CHARS:
+            continue
+        parent = p.getparent()
+        if parent is None:
+            continue
+        # inline headings ("<b>Title</b> text") become separate lines in trafilatura's
+        # output, so a paragraph counts as extracted when its head or its tail is found
+        folded = fold_text(txt)
+        head, tail = folded[:60], folded[-60:]
+        idx = next((i for i, fl in enumerate(folded_lines)
+                    if (head and head in fl) or (tail and tail in fl)), None)
+        candidates.append((txt, parent, (parent.tag, parent.get("class", "")), idx))
+    matched_parents: dict[tuple[str, str], set[int]] = {}
+    for _, parent, sig, idx in candidates:
+        if idx is not None and sig[1]:
+            matched_parents.setdefault(sig, set()).add(id(parent))
+    sigs = set()
+    for sig in matched_parents:
+        same = [c for c in candidates if c[2] == sig]
+        hits = sum(1 for c in same if c[3] is not None)
+        # the class must really be the article's: several extracted paragraphs, and a fair
+        # share of all paragraphs of that class (teaser lists repeat one class many times)
+        if hits >= 3 and hits >= 0.25 * len(same):
+            sigs.add(sig)
+    if not sigs:
+        return lines
+    inserts: dict[int, list[str]] = {}
+    last = -1
+    for txt, parent, sig, idx in candidates:
+        if idx is not None:
+            last = idx
+        elif (sig in sigs and id(parent) not in matched_parents[sig]
+              and txt.rstrip("\"'”’)»").endswith((".", "!", "?", "。", "！", "？"))):
+            inserts.setdefault(last, []).append(txt)
+    if not inserts:
+        return lines
+    out = list(inserts.get(-1, []))
+    for i, line in enumerate(lines):
+        out.append(line)
+        out.extend(inserts.get(i, []))
+    return out
 
 
 def _to_date(value: Any) -> date | None:
@@ -206,8 +306,12 @@ def extract_batch(
     if threading.current_thread() is threading.main_thread() or not time_limit_s:
         kept, rejected = _extract_rows(rows, time_limit_s)
     else:
-        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-            kept, rejected = pool.submit(_extract_rows, rows, time_limit_s).result()
+        try:
+            with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+                kept, rejected = pool.submit(_extract_rows, rows, time_limit_s).result()
+        except BrokenProcessPool as exc:  # the child died (e.g. a parser crash): no timer
+            LOG.warning("extract child process died (%s); extracting in-thread", exc)
+            kept, rejected = _extract_rows(rows, None)
     for r in kept:
         r["run_id"] = run_id
     LOG.info("extract: %d pages -> %d articles, %d rejects in %.1fs", len(rows), len(kept),

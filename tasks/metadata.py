@@ -39,8 +39,9 @@ ARTICLE_TYPES = {
     "itempage",
     "medicalwebpage",
 }
-# Types that say "this page is a list/section, not one article".
-NON_ARTICLE_TYPES = {"collectionpage", "searchresultspage", "profilepage", "itemlist"}
+# Types that say "this page is a list/section/profile, not one article".
+LISTING_TYPES = {"collectionpage", "searchresultspage", "profilepage"}
+GENERIC_PAGE_TYPES = {"webpage", "itempage", "medicalwebpage", "videoobject"}
 ORG_TYPES = {"organization", "newsmediaorganization", "corporation", "website", "brand"}
 
 _WS = re.compile(r"\s+")
@@ -82,7 +83,7 @@ class PageMeta:
         for i, obj in enumerate(self.jsonld):
             types = _types(obj)
             if types & ARTICLE_TYPES:
-                generic = types <= {"webpage", "itempage", "medicalwebpage", "videoobject"}
+                generic = types <= GENERIC_PAGE_TYPES
                 scored.append((1 if generic else 0, i, obj))
         return [o for _, _, o in sorted(scored, key=lambda t: (t[0], t[1]))]
 
@@ -117,7 +118,7 @@ def _flatten_jsonld(data: Any, out: list[dict[str, Any]], depth: int = 0) -> Non
                 _flatten_jsonld(data[key], out, depth + 1)
 
 
-_JSON_COMMENT = re.compile(r"^\s*<!--|-->\s*$|^\s*//<!\[CDATA\[|//\]\]>\s*$")
+_JSON_COMMENT = re.compile(r"^\s*(?:<!--|(?://\s*)?<!\[CDATA\[)|(?:-->|(?://\s*)?\]\]>)\s*$")
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 
 
@@ -169,33 +170,37 @@ def read_page_meta(tree: HtmlElement) -> PageMeta:
 
 
 # ------------------------------------------------------------------------------ field pickers
-def _names(value: Any) -> list[str]:
-    """Person names from a JSON-LD author value; organisations are not authors."""
+def _names(value: Any, orgs: list[str] | None = None) -> list[str]:
+    """Person names from a JSON-LD author value; organisation names go to ``orgs``."""
     out: list[str] = []
     if isinstance(value, list):
         for v in value:
-            out.extend(_names(v))
+            out.extend(_names(v, orgs))
     elif isinstance(value, dict):
-        if _types(value) & ORG_TYPES:
-            return []
         name = value.get("name")
         if isinstance(name, list):
             name = " ".join(str(n) for n in name)
+        if not isinstance(name, str) and (value.get("givenName") or value.get("familyName")):
+            name = f"{value.get('givenName', '')} {value.get('familyName', '')}"
         if isinstance(name, str):
-            out.append(name)
-        elif value.get("givenName") or value.get("familyName"):
-            out.append(f"{value.get('givenName', '')} {value.get('familyName', '')}")
+            if _types(value) & ORG_TYPES:
+                if orgs is not None and norm_space(name):
+                    orgs.append(norm_space(name))
+            else:
+                out.append(name)
     elif isinstance(value, str):
         out.append(value)
     return [n for n in (norm_space(x) for x in out) if n]
 
 
-def jsonld_authors(pm: PageMeta) -> list[str]:
+def jsonld_authors(pm: PageMeta) -> tuple[list[str], list[str]]:
+    """(person names, organisation names) credited as authors of the article."""
     for obj in pm.articles():
-        names = _names(obj.get("author")) or _names(obj.get("creator"))
-        if names:
-            return names
-    return []
+        orgs: list[str] = []
+        names = _names(obj.get("author"), orgs) or _names(obj.get("creator"), orgs)
+        if names or orgs:
+            return names, orgs
+    return [], []
 
 
 def meta_authors(pm: PageMeta) -> list[str]:
@@ -321,4 +326,28 @@ def language(pm: PageMeta) -> str | None:
         m = re.match(r"^\s*([a-zA-Z]{2})(?:[-_]|$)", cand or "")
         if m:
             return m.group(1).lower()
+    return None
+
+
+_LISTING_PATH = re.compile(
+    r"/(tag|tags|category|categories|author|authors|autor|topic|topics|themen|search|suche|"
+    r"archive|archiv)(/[^/]*)?/?$|/page/\d+/?$",
+    re.IGNORECASE,
+)
+
+
+def listing_reason(pm: PageMeta, url: str | None) -> str | None:
+    """Why this page is a section/tag/author listing rather than an article (None if not).
+
+    Listing pages reach us through sitemaps and feeds; their "body" is a run of teasers
+    that would pollute dedup and enrichment, so they are rejected as not_article.
+    """
+    types = pm.types()
+    if types & ARTICLE_TYPES - GENERIC_PAGE_TYPES:
+        return None
+    if types & LISTING_TYPES:
+        return f"JSON-LD types {sorted(types & LISTING_TYPES)}"
+    path = urlsplit(url).path if url else ""
+    if path and _LISTING_PATH.search(path):
+        return f"listing URL path {path}"
     return None

@@ -202,11 +202,7 @@ def _fmt_value(v: Any) -> str:
 def _label(exp: Mapping[str, Any]) -> str:
     """``type(column, main-args)``: stable across runs, so dq_results rows line up."""
     kwargs = exp["kwargs"]
-    parts: list[str] = []
-    for k in _COLUMN_KWARGS:
-        if k in kwargs:
-            v = kwargs[k]
-            parts.extend(v if isinstance(v, list) else [str(v)])
+    parts = [str(c) for c in _needed_columns(exp)]
     rest = {
         k: v for k, v in kwargs.items() if k not in _COLUMN_KWARGS and k not in _MODIFIER_KWARGS
     }
@@ -234,8 +230,11 @@ def _needed_columns(exp: Mapping[str, Any]) -> list[str]:
 
 def _sample(value: Any, regex: str | None) -> str:
     """A short excerpt of an offending value, centred on the regex match when there is one."""
-    text = value if isinstance(value, str) else repr(value)
-    if regex and isinstance(value, str):
+    if not isinstance(value, str):
+        text = repr(value)
+        return text if len(text) <= _SAMPLE_CHARS else text[:_SAMPLE_CHARS] + "..."
+    text = value
+    if regex:
         m = re.search(regex, value)
         if m:
             start = max(0, m.start() - 20)
@@ -272,6 +271,8 @@ _LOCK = threading.RLock()  # GX contexts are not thread-safe; Prefect may run ta
 _CONTEXTS: dict[str, Any] = {}
 # (context key, suite name) -> (labels in the stored suite, ValidationDefinition)
 _DEFINITIONS: dict[tuple[str, str], tuple[tuple[str, ...], Any]] = {}
+# context key -> GX resource identifiers (results, suites) validated since the last docs build
+_PENDING_DOCS: dict[str, list[Any]] = {}
 
 
 def _quiet_gx() -> None:
@@ -467,6 +468,12 @@ def _sentence(stage: str, label: str, exp: dict, res: dict, errors: list[str], n
     return f"{stage}: {label} failed: observed {res.get('observed_value')!r}"
 
 
+def _suite_name(stage: str, suite: dict, exp: Mapping[str, Any]) -> str:
+    """GX runs one suite per table: the stage's main table keeps the stage's name."""
+    table = exp.get("table", suite["table"])
+    return stage if table == suite["table"] else f"{stage}.{table}"
+
+
 def validate(
     stage: str,
     table: pa.Table | pd.DataFrame | None,
@@ -505,7 +512,7 @@ def validate(
             (critical if row["severity"] == "critical" else warns).append(sentence)
 
     for table_name, exps in by_table.items():
-        suite_name = stage if table_name == suite["table"] else f"{stage}.{table_name}"
+        suite_name = _suite_name(stage, suite, exps[0])
         data = available.get(table_name)
         if data is None:
             for exp in exps:
@@ -549,7 +556,27 @@ def validate(
             )
         if not runnable:
             continue
-        result = _run(context_dir, suite_name, runnable, table_name, df, run_id)
+        try:
+            result = _run(context_dir, suite_name, runnable, table_name, df, run_id)
+        except Exception as exc:  # reported per expectation below, at its own severity
+            # A check that cannot run must not pass silently: each expectation fails at its
+            # own severity, so a broken critical check still stops the run, with the cause.
+            log.exception("GX could not validate %s for stage %s", suite_name, stage)
+            for exp in runnable:
+                label = _label(exp)
+                record(
+                    _row(
+                        base,
+                        exp,
+                        label,
+                        suite_name,
+                        False,
+                        {"reason": "gx_error", "exception": f"{type(exc).__name__}: {exc}"},
+                        len(df),
+                    ),
+                    f"{stage}: {label} could not run: {type(exc).__name__}: {exc}",
+                )
+            continue
         by_label = {_label(e): e for e in runnable}
         for er in result.results:
             label = er.expectation_config.meta.get("label")
@@ -583,6 +610,17 @@ def validate(
                 None if success else _sentence(stage, label, exp, res, errors, len(df)),
             )
 
+    # Rows in suite-file order (GX returns its own order), so a report reads like the file.
+    order = {
+        (_suite_name(stage, suite, e), _label(e)): i for i, e in enumerate(suite["expectations"])
+    }
+    rows.sort(
+        key=lambda r: (
+            r["suite"] != stage,
+            r["suite"],
+            order.get((r["suite"], r["expectation"]), 0),
+        )
+    )
     report = QualityReport(
         stage=stage,
         results=pa.Table.from_pylist(rows, schema=DQ_RESULTS),
@@ -603,29 +641,77 @@ def _run(
     run_id: str,
 ) -> Any:
     from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
 
     with _LOCK, warnings.catch_warnings():
         # GX and pandas emit deprecation chatter on every call; it is not actionable here.
         warnings.simplefilter("ignore")
         ctx_key, ctx = _context(context_dir)
         vd = _validation_definition(ctx_key, ctx, suite_name, exps, table)
-        return vd.run(
+        gx_run_id = RunIdentifier(run_name=run_id, run_time=utcnow())
+        result = vd.run(
             batch_parameters={"dataframe": df},
             expectation_parameters=_parameters(),
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
-            run_id=RunIdentifier(run_name=run_id, run_time=utcnow()),
+            run_id=gx_run_id,
         )
+        if context_dir is not None:
+            # The same key ValidationDefinition.run stored the result under, so that Data Docs
+            # can render just this run's pages instead of the whole history.
+            suite_id = ExpectationSuiteIdentifier(name=suite_name)
+            batch_id = (
+                next(
+                    (r.expectation_config.kwargs.get("batch_id") for r in result.results),
+                    None,
+                )
+                or f"{DATASOURCE}-{suite_name}"
+            )
+            _PENDING_DOCS.setdefault(ctx_key, []).extend(
+                [
+                    ValidationResultIdentifier(
+                        expectation_suite_identifier=suite_id,
+                        run_id=gx_run_id,
+                        batch_identifier=batch_id,
+                    ),
+                    suite_id,
+                ]
+            )
+        return result
 
 
-def build_data_docs(context_dir: Path) -> Path:
-    """Render Data Docs (HTML) for every validation stored under ``context_dir`` so far.
+def build_data_docs(context_dir: Path, *, full: bool = False) -> Path:
+    """Render Data Docs (HTML) for the validations stored under ``context_dir``.
 
     Results accumulate in the file context across runs, so the site shows history, not just
-    the last run. Returns the path of the site's index.html.
+    the last run. Rendering every stored result takes ~40 ms per page and grows with every run,
+    so only pages for checks run by this process since the last build are rendered (plus the
+    index, which always lists everything); the whole site is rendered when it does not exist
+    yet or when ``full`` is set (e.g. after results were written by another process).
+    Returns the path of the site's index.html.
     """
     with _LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _, ctx = _context(Path(context_dir))
-        sites = ctx.build_data_docs()
-    url = sites.get("local_site") or next(iter(sites.values()))
-    return Path(unquote(urlparse(url).path))
+        ctx_key, ctx = _context(Path(context_dir))
+        pending = _PENDING_DOCS.pop(ctx_key, [])
+        index = _site_index(ctx)
+        if full or index is None or not index.is_file():
+            ctx.build_data_docs()
+        elif pending:  # an empty list would mean "everything" to GX
+            ctx.build_data_docs(resource_identifiers=list(dict.fromkeys(pending)))
+        index = _site_index(ctx)
+    if index is None:
+        raise RuntimeError(f"GX context at {context_dir} has no local Data Docs site")
+    return index
+
+
+def _site_index(ctx: Any) -> Path | None:
+    """Where the site's index.html is (or will be), from the context's own site config."""
+    urls = ctx.get_docs_sites_urls(only_if_exists=False)
+    for site in urls:
+        url = site.get("site_url")
+        if url and url.startswith("file://"):
+            return Path(unquote(urlparse(url).path))
+    return None

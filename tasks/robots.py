@@ -33,6 +33,8 @@ from pathlib import Path
 
 from protego import Protego
 
+MAX_WAIT_S = 300.0  # longest politeness wait (Retry-After and Crawl-delay are capped below it)
+
 
 def _fname(host: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", host)[:200]
@@ -74,8 +76,14 @@ class HostGate:
                         return
             time.sleep(0.005)
 
-    def _update_next(self, host: str, fn: Callable[[float, float], tuple[float, float]]) -> None:
-        """Under the host's lock: read next-allowed time, ``fn(now, next) -> (sleep, new)``."""
+    def _update_next(self, host: str, fn: Callable[[float, float], tuple[float, float]],
+                     keep_later: bool = False) -> float:
+        """Under the host's lock: read next-allowed time, ``fn(now, next) -> (sleep, delay)``.
+
+        Sleeps (holding the lock, so waiters queue) and writes ``wake time + delay``: measuring
+        from the actual wake-up, not the planned one, keeps oversleeping on a loaded machine
+        from shrinking the next gap. Returns the wake time, i.e. the request's start.
+        """
         with self._locked(self.dir / f"{_fname(host)}.next") as fd:
             assert fd is not None
             raw = os.pread(fd, 64, 0)
@@ -83,28 +91,26 @@ class HostGate:
                 nxt = float(raw.decode() or 0)
             except ValueError:
                 nxt = 0.0
-            sleep, new = fn(time.time(), nxt)
+            sleep, delay = fn(time.time(), nxt)
             if sleep > 0:
-                time.sleep(sleep)
+                # a stamp far ahead means a clock step, not a real wait; never hang on it
+                time.sleep(min(sleep, MAX_WAIT_S))
+            start = time.time()
+            new = max(nxt, start + delay) if keep_later else start + delay
             data = repr(new).encode()
             os.ftruncate(fd, 0)
             os.pwrite(fd, data, 0)
+            return start
 
     @contextlib.contextmanager
-    def request(self, host: str, delay: float) -> Iterator[None]:
-        """Hold a slot for ``host`` and start no sooner than ``delay`` after the last start."""
+    def request(self, host: str, delay: float) -> Iterator[float]:
+        """Hold a slot for ``host``, start >= ``delay`` after the last start; yield start time."""
         with self._slot(host):
-
-            def step(now: float, nxt: float) -> tuple[float, float]:
-                start = max(now, nxt)
-                return start - now, start + max(0.0, delay)
-
-            self._update_next(host, step)
-            yield
+            yield self._update_next(host, lambda now, nxt: (nxt - now, max(0.0, delay)))
 
     def defer(self, host: str, seconds: float) -> None:
         """Push the host's next start back (Retry-After / 429) for every worker, not just us."""
-        self._update_next(host, lambda now, nxt: (0.0, max(nxt, now + max(0.0, seconds))))
+        self._update_next(host, lambda now, nxt: (0.0, max(0.0, seconds)), keep_later=True)
 
 
 @dataclass
@@ -140,18 +146,26 @@ class RobotsCache:
         self.mem: dict[str, RobotsRules] = {}
 
     def _load(self, origin: str) -> tuple[int | None, bytes, str | None]:
-        path = self.dir / f"{_fname(origin)}.txt" if self.dir else None
-        if path is not None and path.exists():
-            head, _, body = path.read_bytes().partition(b"\n")
-            status = int(head) if head.strip().lstrip(b"-").isdigit() else None
-            return (None if status == -1 else status), body, None
-        status, body, detail = self.fetch(origin + "/robots.txt")
-        if path is not None and status is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(str(status).encode() + b"\n" + (body or b""))
-            os.replace(tmp, path)
-        return status, body or b"", detail
+        if self.dir is None:
+            status, body, detail = self.fetch(origin + "/robots.txt")
+            return status, body or b"", detail
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / f"{_fname(origin)}.txt"
+        # one worker fetches while the others of this run wait for its answer
+        fd = os.open(self.dir / f"{_fname(origin)}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if path.exists():
+                head, _, body = path.read_bytes().partition(b"\n")
+                return int(head), body, None
+            status, body, detail = self.fetch(origin + "/robots.txt")
+            if status is not None:  # unreachable: not cached, the next worker tries again
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_bytes(str(status).encode() + b"\n" + (body or b""))
+                os.replace(tmp, path)
+            return status, body or b"", detail
+        finally:
+            os.close(fd)
 
     def rules(self, origin: str) -> RobotsRules:
         """Rules for ``scheme://host:port``; computed at most once per run per origin."""
@@ -168,3 +182,10 @@ class RobotsCache:
             rules = RobotsRules(Protego.parse(body.decode("utf-8", "replace")))
         self.mem[origin] = rules
         return rules
+
+
+def forget_run(directory: Path, run_id: str) -> None:
+    """Drop a finished run's robots.txt cache (the lead calls this when the run ends)."""
+    import shutil
+
+    shutil.rmtree(Path(directory) / "robots" / _fname(run_id or "run"), ignore_errors=True)

@@ -77,6 +77,8 @@ class FetchSettings:
     max_revisit_s: float = 7 * 86400.0  # unchanged pages back off (doubling) up to this
     shard_size: int = 50
     max_sitemap_depth: int = 3  # sitemap index nesting
+    file_shard_records: int = 2000  # WARC responses / JSONL lines per shard of a big file
+    split_files_over_bytes: int = 16_000_000  # smaller WARC/JSONL files are one shard
     host_state_dir: str | None = None  # shared dir for per-host locks; default: system temp
 
     def host_dir(self) -> Path:
@@ -519,15 +521,64 @@ class _Discovery:
         return kept
 
 
-def _file_shards(src: Source, shard_size: int) -> list[Shard]:
+def split_item(item: str) -> tuple[str, int, int | None]:
+    """``path::offset:count`` -> (path, offset, count); a plain path -> (path, 0, None)."""
+    path, sep, rng = item.rpartition("::")
+    if sep and re.fullmatch(r"\d+:\d+", rng):
+        off, count = rng.split(":")
+        return path, int(off), int(count)
+    return item, 0, None
+
+
+def _record_starts(path: str, kind: str, per_shard: int) -> list[tuple[int, int]]:
+    """(byte offset, count) of each run of ``per_shard`` records in a WARC or JSONL file.
+
+    One sequential pass at discovery lets each shard seek straight to its records, so a
+    multi-GB CC-NEWS file becomes many parallel shards instead of one huge one.
+    """
+    starts: list[int] = []
+    n = 0
+    with open(path, "rb") as f:
+        if kind == "jsonl":
+            offset = 0
+            for line in f:
+                if line.strip():
+                    if n % per_shard == 0:
+                        starts.append(offset)
+                    n += 1
+                offset += len(line)
+        else:
+            from warcio.archiveiterator import ArchiveIterator
+
+            it = ArchiveIterator(f)
+            for rec in it:
+                # the same test as tasks.archive.iter_warc_records, so counts agree
+                is_response = rec.rec_type == "response" and rec.http_headers is not None
+                it.read_to_end(rec)
+                if is_response:
+                    if n % per_shard == 0:
+                        starts.append(it.get_record_offset())
+                    n += 1
+    counts = [min(per_shard, n - i * per_shard) for i in range(len(starts))]
+    return list(zip(starts, counts, strict=True))
+
+
+def _file_shards(src: Source, settings: FetchSettings, shard_size: int) -> list[Shard]:
+    inc = [re.compile(r) for r in src.include]
+    exc = [re.compile(r) for r in src.exclude]
     if src.kind == "html_dir":
         root = Path(src.location)
         files = sorted(str(p) for p in root.rglob("*")
                        if p.is_file() and p.suffix.lower() in (".html", ".htm", ".xhtml"))
+        files = [f for f in files if (not inc or any(r.search(f) for r in inc))
+                 and not any(r.search(f) for r in exc)]
         if src.max_pages is not None:
             files = files[: src.max_pages]
         groups = list(_chunks(files, shard_size))
-    else:  # warc / jsonl: one file is one shard; the reader streams it
+    elif os.path.getsize(src.location) > settings.split_files_over_bytes:
+        groups = [[f"{src.location}::{off}:{count}"] for off, count in
+                  _record_starts(src.location, src.kind, settings.file_shard_records)]
+    else:  # a small WARC / JSONL file is one shard; the reader streams it
         groups = [[src.location]]
     return [Shard(stable_id(src.name, src.kind, *g), src.name, src.kind, src.outlet, g,
                   language=src.language) for g in groups if g]
@@ -539,20 +590,24 @@ def discover(sources: list[Source], settings: FetchSettings,
              now: datetime | None = None) -> tuple[list[Shard], pa.Table]:
     """Expand sources into shards of <= shard_size items and a FETCHES table of dropped URLs.
 
-    URL shards hold one host each (see module doc). URLs are deduplicated across all sources
+    URL shards hold one host each (see module doc) and are returned round-robin by host, so
+    submitting them in order spreads workers over hosts. URLs are deduplicated across all sources
     by ``canonical_url``; the first source to list a URL owns it. A source that cannot be
     read (bad feed, 500 on the sitemap) is logged and skipped; it never fails the run.
     """
     from tasks.fetch import FETCHES, HttpFetcher
 
     size = shard_size or settings.shard_size
-    fetcher = HttpFetcher(settings, run_id=run_id or "discover", client=client)
+    fetcher = HttpFetcher(settings, run_id=run_id, client=client)
     d = _Discovery(settings, fetcher, run_id, now or utcnow())
     shards: list[Shard] = []
     try:
         for src in sources:
             if src.kind not in URL_KINDS:
-                shards.extend(_file_shards(src, size))
+                try:
+                    shards.extend(_file_shards(src, settings, size))
+                except Exception as e:  # noqa: BLE001 - a corrupt file is logged, not fatal
+                    d.log(src, src.location, "discovery_error", f"{type(e).__name__}: {e}")
                 continue
             try:
                 urls = d.filter(src, d.found(src))
@@ -570,10 +625,25 @@ def discover(sources: list[Source], settings: FetchSettings,
                                         user_agent=src.user_agent, delay_s=src.delay_s))
     finally:
         fetcher.close()
-    return shards, pa.Table.from_pylist(d.rows, schema=FETCHES)
+    return _interleave_hosts(shards), pa.Table.from_pylist(d.rows, schema=FETCHES)
+
+
+def _interleave_hosts(shards: list[Shard]) -> list[Shard]:
+    """Order shards round-robin by host so that N parallel workers start on N different
+    hosts instead of queueing behind one host's politeness gate."""
+    queues: dict[str, list[Shard]] = {}
+    for sh in shards:
+        key = host_key(sh.items[0]) if sh.kind in URL_KINDS else f"file:{sh.shard_id}"
+        queues.setdefault(key, []).append(sh)
+    out: list[Shard] = []
+    lanes = list(queues.values())
+    while lanes:
+        out.extend(lane.pop(0) for lane in lanes)
+        lanes = [lane for lane in lanes if lane]
+    return out
 
 
 __all__ = [
     "FetchSettings", "Found", "Shard", "Source", "SourcesError", "canonical_url", "discover",
-    "host_key", "load_sources", "maybe_gunzip", "parse_feed", "parse_sitemap",
+    "host_key", "load_sources", "split_item", "maybe_gunzip", "parse_feed", "parse_sitemap",
 ]

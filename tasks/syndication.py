@@ -27,7 +27,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from datetime import date, datetime
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -70,14 +70,15 @@ def _squash(text: str) -> str:
     return re.sub(r"[\W_]+", "", text)
 
 
-def outlet_keys(name: str | None) -> set[str]:
+@lru_cache(maxsize=65536)
+def outlet_keys(name: str | None) -> frozenset[str]:
     """Comparable keys of an outlet name, host or URL ("NBCNews.com" ~ "nbcnews.example").
 
     Why several keys: credits name outlets loosely (brand, domain, "The X"), so a name matches
     when any key matches: the squashed name, the host without its TLD, and its distinctive labels.
     """
     if not name:
-        return set()
+        return frozenset()
     raw = name.strip()
     keys: set[str] = set()
     host = ""
@@ -99,7 +100,7 @@ def outlet_keys(name: str | None) -> set[str]:
     keys.discard("")
     aliases = _aliases()
     keys |= {aliases[k] for k in list(keys) if k in aliases}
-    return keys
+    return frozenset(keys)
 
 
 def _norm_url(url: str | None) -> str:
@@ -189,9 +190,10 @@ def attribute(members: list[dict]) -> tuple[dict, list[dict]]:
     """
     members = sorted(members, key=_order_key)
     by_url: dict[str, dict] = {}
-    for m in members:
+    for m in members:  # a member's own URLs (a cross-domain canonical names someone else)
+        own = _host(m.get("url"))
         for u in (m.get("url"), m.get("canonical_url")):
-            if u:
+            if u and (u == m.get("url") or _host(u) == own):
                 by_url.setdefault(_norm_url(u), m)
     # earliest member of each outlet key (credits name outlets, not articles)
     by_outlet: dict[str, dict] = {}

@@ -17,10 +17,10 @@ BODY = (
     "'has no right to sign anything' because of his 'illegitimacy.'\n\n"
     "Putin said Tuesday that negotiators from Kyiv should be 'verified by lawyers.' Drones hit "
     "Kharkiv and Moscow overnight.\n\n"
-    "Even so, \"what looks like a growing consensus in the West that some form of peace talks is "
+    'Even so, "what looks like a growing consensus in the West that some form of peace talks is '
     "coming closer doesn't always take account of Russia,\" Keir Giles, a defense analyst at "
     "London's Chatham House think tank, told NBC News.\n\n"
-    "That shift is a \"wildcard\" in efforts to end the war, Giles said. President Volodymyr "
+    'That shift is a "wildcard" in efforts to end the war, Giles said. President Volodymyr '
     "Zelensky later told Fox News that talks were possible.\n\n"
     "Meanwhile, Russian troops captured the village of Dvorichna in northeastern Kharkiv, the "
     "army said Tuesday."
@@ -28,22 +28,35 @@ BODY = (
 
 
 def _article(aid: str, body: str, language: str | None = "en") -> dict:
-    return {"article_id": aid, "body": body, "title": "Zelenskyy accuses Putin",
-            "language": language, "url": f"https://example.org/{aid}"}
+    return {
+        "article_id": aid,
+        "body": body,
+        "title": "Zelenskyy accuses Putin",
+        "language": language,
+        "url": f"https://example.org/{aid}",
+    }
 
 
 @pytest.fixture(scope="module")
 def result():
-    arts = pa.Table.from_pylist([
-        _article("a1", BODY),
-        _article("de", "Der Bundeskanzler sagte heute in Berlin, die Regierung werde handeln.",
-                 "de"),
-        _article("ga", "Atlanta, Georgia, and Savannah voted on Tuesday. Georgia's governor "
-                       "spoke in Atlanta about the election in the state.")
-        | {"article_id": "ga"},
-        _article("ge", "Russian troops remain in Georgia, and officials in Tbilisi asked Moscow "
-                       "and Armenia for talks on Tuesday about the border."),
-    ])
+    arts = pa.Table.from_pylist(
+        [
+            _article("a1", BODY),
+            _article(
+                "de", "Der Bundeskanzler sagte heute in Berlin, die Regierung werde handeln.", "de"
+            ),
+            _article(
+                "ga",
+                "Atlanta, Georgia, and Savannah voted on Tuesday. Georgia's governor "
+                "spoke in Atlanta about the election in the state.",
+            ),
+            _article(
+                "ge",
+                "Russian troops remain in Georgia, and officials in Tbilisi asked Moscow "
+                "and Armenia for talks on Tuesday about the border.",
+            ),
+        ]
+    )
     return enrich_batch(arts, "run-test")
 
 
@@ -58,8 +71,7 @@ def _entities(result, aid: str) -> dict[str, set[str]]:
 
 def test_zelenskyy_spellings_are_one_entity(result) -> None:
     ents = _entities(result, "a1")
-    assert {"Zelenskyy", "Volodymyr Zelenskyy", "Volodymyr Zelensky"} <= ents[
-        "Volodymyr Zelenskyy"]
+    assert {"Zelenskyy", "Volodymyr Zelenskyy", "Volodymyr Zelensky"} <= ents["Volodymyr Zelenskyy"]
     assert "the Ukrainian leader" in ents["Volodymyr Zelenskyy"]
 
 
@@ -78,15 +90,18 @@ def test_offsets_point_into_body(result) -> None:
     for name in ("article_entities", "article_places"):
         for m in result.tables[name].to_pylist():
             if m["article_id"] == "a1":
-                assert BODY[m["start_char"]:m["end_char"]] == m["mention"]
+                assert BODY[m["start"] : m["end"]] == m["mention"]
     for q in result.tables["article_quotes"].to_pylist():
         if q["article_id"] == "a1":
-            assert BODY[q["start_char"]:q["end_char"]] == q["quote"]
+            assert BODY[q["start"] : q["end"]] == q["quote"]
 
 
 def test_places_geocoded_with_country(result) -> None:
-    places = {(p["mention"], p["country_code"], p["place_type"])
-              for p in result.tables["article_places"].to_pylist() if p["article_id"] == "a1"}
+    places = {
+        (p["mention"], p["country_code"], p["place_type"])
+        for p in result.tables["article_places"].to_pylist()
+        if p["article_id"] == "a1"
+    }
     assert {("Kyiv", "UA", "city"), ("Moscow", "RU", "city"), ("London", "GB", "city")} <= places
     assert ("Kharkiv", "UA", "city") in places  # "Drones hit Kharkiv"
     assert ("Kharkiv", "UA", "region") in places  # "in northeastern Kharkiv"
@@ -113,8 +128,9 @@ def test_non_english_article_is_marked_not_enriched(result) -> None:
     assert stats["de"]["language"] == "de"
     assert stats["a1"]["enrichment_status"] == "enriched"
     assert stats["a1"]["word_count"] > 100
-    assert stats["a1"]["reading_time_min"] == pytest.approx(stats["a1"]["word_count"] / 230,
-                                                            abs=0.01)
+    assert stats["a1"]["reading_time_min"] == pytest.approx(
+        stats["a1"]["word_count"] / 230, abs=0.01
+    )
     for name, table in result.tables.items():
         if "article_id" in table.column_names:
             assert "de" not in table.column("article_id").to_pylist(), name
@@ -149,14 +165,25 @@ def test_entity_ids_are_deterministic(result) -> None:
 
 
 def test_related_articles_excludes_same_cluster() -> None:
-    ents = pa.Table.from_pylist([
-        {"article_id": a, "entity_id": e}
-        for a, es in {"a": ["z", "p", "k"], "b": ["z", "p", "k"], "c": ["z", "p"],
-                      "d": ["q"]}.items() for e in es
-    ])
-    clusters = pa.Table.from_pylist([{"article_id": "a", "cluster_id": "c1"},
-                                     {"article_id": "b", "cluster_id": "c1"},
-                                     {"article_id": "c", "cluster_id": "c2"}])
+    ents = pa.Table.from_pylist(
+        [
+            {"article_id": a, "entity_id": e}
+            for a, es in {
+                "a": ["z", "p", "k"],
+                "b": ["z", "p", "k"],
+                "c": ["z", "p"],
+                "d": ["q"],
+            }.items()
+            for e in es
+        ]
+    )
+    clusters = pa.Table.from_pylist(
+        [
+            {"article_id": "a", "cluster_id": "c1"},
+            {"article_id": "b", "cluster_id": "c1"},
+            {"article_id": "c", "cluster_id": "c2"},
+        ]
+    )
     rel = related_articles(ents, None, clusters, top_k=5).to_pylist()
     pairs = {(r["article_id"], r["related_article_id"]) for r in rel}
     assert ("a", "b") not in pairs and ("b", "a") not in pairs
@@ -166,8 +193,52 @@ def test_related_articles_excludes_same_cluster() -> None:
 
 def test_table_specs_cover_every_table() -> None:
     names = {s.name for s in TABLE_SPECS}
-    assert names == {"article_stats", "entities", "article_entities", "article_places",
-                     "article_keywords", "article_tone", "article_quotes", "related_articles"}
+    assert names == {
+        "article_stats",
+        "entities",
+        "article_entities",
+        "article_places",
+        "article_keywords",
+        "article_tone",
+        "article_quotes",
+        "related_articles",
+    }
     for s in TABLE_SPECS:
         assert set(s.columns) == set(s.schema.names), s.name
         assert s.mode == ("upsert" if s.name == "entities" else "article")
+
+
+def test_geocoding_reads_the_words_around_a_name() -> None:
+    from tasks.geo import Mention, geocode_article
+
+    def read(text: str, name: str) -> tuple[str, str | None]:
+        i = text.index(name)
+        ((_, place),) = geocode_article(text, [Mention(name, i, i + len(name))])
+        return place.kind, place.country_code
+
+    assert read("Lawmakers in the US state of Georgia voted.", "Georgia") == ("us_state", "US")
+    assert read("Russian troops remain in Georgia.", "Georgia") == ("country", "GE")
+    assert read("Shelling hit the Kharkiv region overnight.", "Kharkiv") == ("region", "UA")
+    assert read("Shelling hit Kharkiv overnight.", "Kharkiv") == ("city", "UA")
+    assert read("Crowds gathered in Kiev.", "Kiev") == ("city", "UA")  # old spelling
+
+
+def test_acronym_defined_in_text_is_the_same_organisation() -> None:
+    body = (
+        "Economists at the Harbor Institute of Policy (HIP) said prices rose. HIP expects "
+        "inflation to slow, the Harbor Institute of Policy added."
+    )
+    res = enrich_batch(pa.Table.from_pylist([_article("h", body)]), "r")
+    orgs = {e["canonical_name"]: e for e in res.tables["entities"].to_pylist()}
+    assert "HIP" in orgs["Harbor Institute of Policy"]["aliases"]
+
+
+def test_quote_speakers_from_pronouns_and_leading_attribution() -> None:
+    body = (
+        'Maria Delgado, a city councillor, spoke after the vote. "The technology is simply not '
+        'ready for our streets," she told reporters.\n\n'
+        'Police Chief Tom Brennan said: "We will comply with the ordinance in full."'
+    )
+    res = enrich_batch(pa.Table.from_pylist([_article("q", body)]), "r")
+    speakers = {q["quote"][:15]: q["speaker"] for q in res.tables["article_quotes"].to_pylist()}
+    assert speakers == {"The technology ": "Maria Delgado", "We will comply ": "Tom Brennan"}

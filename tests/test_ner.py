@@ -41,7 +41,7 @@ def test_spans_strip_determiner_and_possessive() -> None:
     text = "Officials at the Kremlin denied it, and Ukraine's Ground Forces said so."
     found = _found(text)
     assert ("Kremlin", "ORG") in found
-    assert ("Ukraine", "LOC") in found
+    assert ("Ground Forces", "ORG") in found
 
 
 def test_token_spans_align_with_given_tokens() -> None:
@@ -51,8 +51,12 @@ def test_token_spans_align_with_given_tokens() -> None:
 
 def test_ner_jsonl_writes_one_line_per_sentence(tmp_path) -> None:
     src = tmp_path / "sents.jsonl"
-    src.write_text("\n".join(json.dumps({"doc": 0, "sent": i, "tokens": t}) for i, t in
-                             enumerate([["NATO", "met", "in", "Brussels", "."], ["no", "names"]])))
+    src.write_text(
+        "\n".join(
+            json.dumps({"doc": 0, "sent": i, "tokens": t})
+            for i, t in enumerate([["NATO", "met", "in", "Brussels", "."], ["no", "names"]])
+        )
+    )
     out = tmp_path / "pred.jsonl"
     info = ner_jsonl(src, out)
     lines = [json.loads(x) for x in out.read_text().splitlines()]

@@ -146,6 +146,17 @@ def test_dates_are_checked_against_the_day_of_the_check_and_extremes_do_not_cras
     assert any("published" in w and "2 of 20 rows" in w for w in report.warnings)
 
 
+def test_a_check_that_cannot_run_is_reported_not_passed():
+    # Dates as text (a stage that forgot to parse them) cannot be compared with the bounds.
+    table = articles()
+    table = table.set_column(
+        table.column_names.index("published"), "published", pa.array(["2024-05-01"] * 20)
+    )
+    report = validate("clean", table, run_id="r1")
+    (sentence,) = [w for w in report.warnings if "published" in w]
+    assert "could not run" in sentence
+
+
 def test_pandas_input_and_empty_publish():
     assert validate("clean", articles().to_pandas(), run_id="r1").ok
     empty = validate("publish", articles(0), run_id="r1")
@@ -171,6 +182,13 @@ def test_data_docs_show_the_suite(tmp_path: Path):
     html = index.read_text(encoding="utf-8")
     assert "expectations/clean.html" in html
     assert "run-docs-2" in html  # validations accumulate across runs
+
+    # Later builds render only the new run's pages, but the index still lists everything.
+    validate("clean", articles(), run_id="run-docs-3", context_dir=context_dir)
+    assert build_data_docs(context_dir) == index
+    html = index.read_text(encoding="utf-8")
+    assert "run-docs-2" in html and "run-docs-3" in html
+    assert list((index.parent / "validations" / "clean" / "run-docs-3").glob("*/*.html"))
 
 
 def test_every_suite_loads_and_names_real_expectations():

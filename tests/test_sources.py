@@ -6,7 +6,7 @@ Discovery runs against a real local server; every URL it drops is a fetch-log ro
 from __future__ import annotations
 
 import gzip
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ from tasks.sources import (
     parse_sitemap,
 )
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="session")
@@ -169,7 +169,7 @@ def test_sitemap_index_with_news_sitemap(server, settings):
     assert dropped.schema.equals(FETCHES)
     why = {r["url"].rsplit("/", 1)[-1]: r["reason"] for r in dropped.to_pylist()}
     assert why == {"old": "too_old", "secret": "robots_disallowed", "v1": "filtered_exclude",
-                   "fresh": "duplicate", "sitemap-missing.xml": "http_4xx"}
+                   "fresh": "duplicate", "sitemap-missing.xml": "http_error"}
     assert all(s.outlet == "Wire" and s.kind == "sitemap" for s in shards)
 
 
@@ -197,9 +197,11 @@ def test_shards_are_per_host_and_bounded(tmp_path, settings):
     lst.write_text("\n".join(urls) + "\n", encoding="utf-8")
     settings.respect_robots = False
     shards, _ = discover([Source("list", "urls", str(lst))], settings, shard_size=2, now=NOW)
-    assert [len(s.items) for s in shards] == [2, 2, 1, 2, 2, 1]
-    for s in shards:
-        assert len({u.split("/")[2] for u in s.items}) == 1
+    hosts = [{u.split("/")[2] for u in s.items} for s in shards]
+    assert all(len(h) == 1 for h in hosts)
+    # round-robin by host, so parallel workers start on different hosts
+    assert [h.pop() for h in hosts] == ["127.0.0.1:1", "127.0.0.1:2"] * 3
+    assert [len(s.items) for s in shards] == [2, 2, 2, 2, 1, 1]
     assert len({s.shard_id for s in shards}) == len(shards)
 
 
@@ -222,7 +224,7 @@ def test_broken_feed_is_logged_not_raised(server, settings):
             Source("down", "sitemap", server.url_for("/down.xml"))]
     shards, dropped = discover(srcs, settings, now=NOW)
     assert shards == []
-    assert dropped.column("reason").to_pylist() == ["discovery_error", "http_4xx"]
+    assert dropped.column("reason").to_pylist() == ["discovery_error", "http_error"]
 
 
 def test_ssrf_applies_to_discovery(server, settings):
@@ -254,3 +256,20 @@ def test_max_age_uses_feed_dates(server, settings):
     src = Source("wire", "feed", base + "/rss.xml", max_age_days=0.5)
     _, dropped = discover([src], settings, now=NOW + timedelta(days=2))
     assert dropped.column("reason").to_pylist() == ["too_old"]
+
+
+def test_sitemap_index_loops_and_depth_are_bounded(server, settings):
+    base = server.url_for("").rstrip("/")
+    loop = ('<?xml version="1.0"?><sitemapindex xmlns="http://www.sitemaps.org/schemas/'
+            'sitemap/0.9"><sitemap><loc>/a.xml</loc></sitemap><sitemap><loc>/b.xml</loc>'
+            "</sitemap></sitemapindex>")
+    server.expect_request("/a.xml").respond_with_data(loop, content_type="application/xml")
+    server.expect_request("/b.xml").respond_with_data(
+        loop.replace("/a.xml", "/c.xml"), content_type="application/xml")
+    server.expect_request("/c.xml").respond_with_data(
+        loop.replace("/a.xml", "/d.xml"), content_type="application/xml")
+    settings.max_sitemap_depth = 2
+    shards, dropped = discover([Source("s", "sitemap", base + "/a.xml")], settings)
+    assert shards == []
+    assert "sitemap_too_deep" in dropped.column("reason").to_pylist()
+    assert [r.path for r, _ in server.log].count("/a.xml") == 1

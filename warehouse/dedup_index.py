@@ -62,7 +62,7 @@ class DuckDBHistory:
                     GROUP BY ALL
                 )
                 SELECT p.article_id, p.cand_id, p.shared, d.cluster_id, d.exact_key, d.shingles,
-                       d.published
+                       d.bounds, d.published
                 FROM pairs p JOIN dedup_docs d ON d.article_id = p.cand_id
                 """
             ).to_arrow_table()
@@ -108,7 +108,6 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     for spec in TABLE_SPECS:
         cols = ", ".join(f'"{f.name}" {_duck_type(f.type)}' for f in spec.schema)
         con.execute(f'CREATE TABLE IF NOT EXISTS "{spec.name}" ({cols})')
-    con.execute("CREATE INDEX IF NOT EXISTS dedup_docs_cluster ON dedup_docs (cluster_id)")
 
 
 def apply_result(con: duckdb.DuckDBPyConnection, result: DedupResult) -> None:
@@ -133,7 +132,8 @@ def apply_result(con: duckdb.DuckDBPyConnection, result: DedupResult) -> None:
                     kname = f"_dedup_keys_{next(_SEQ)}"
                     con.register(kname, keyset)
                     con.execute(
-                        f'DELETE FROM "{table}" WHERE article_id IN (SELECT article_id FROM {kname})'
+                        f'DELETE FROM "{table}" WHERE article_id IN '
+                        f"(SELECT article_id FROM {kname})"
                     )
                     con.unregister(kname)
                 else:

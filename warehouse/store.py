@@ -231,7 +231,10 @@ class Warehouse:
         elif spec.mode == "upsert":
             content = [f.name for f in spec.schema if f.name not in _PROVENANCE]
             differs = " OR ".join(f"t.{_ident(c)} IS DISTINCT FROM s.{_ident(c)}" for c in content)
-            con.execute(f"DELETE FROM {t} WHERE EXISTS (SELECT 1 FROM {s} s WHERE {key_eq} AND ({differs}))")
+            con.execute(
+                f"DELETE FROM {t} AS t WHERE EXISTS "
+                f"(SELECT 1 FROM {s} s WHERE {key_eq} AND ({differs}))"
+            )
             con.execute(
                 f"INSERT INTO {t} BY NAME SELECT s.* FROM {s} s "
                 f"WHERE NOT EXISTS (SELECT 1 FROM {t} t WHERE {key_eq})"

@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""End-to-end throughput: newsflow (WARC source -> published tables) vs bare trafilatura.
+
+Builds a WARC of N pages from any folder of HTML pages (each copy gets a distinct URL and a
+distinct sentence in its text, so neither raw-HTML hashing nor exact-text dedup can skip work
+a real, mostly-distinct crawl needs), then side by side on the same pages and cores:
+
+* bare ``trafilatura.extract(html, with_metadata=True)`` on a process pool of --workers;
+* ``newsflow run --sources`` with a ``warc`` source into a fresh home (every stage and check);
+* the same newsflow run again with nothing new (the incremental case).
+
+Prints pages/s, the ratio, newsflow's per-stage seconds and the peak RSS of the whole
+process tree.
+
+    python bench/throughput.py ../shared/corpus/extraction --n 2000 --n 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing as mp
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+REPO = Path(__file__).resolve().parent.parent
+_P = re.compile(rb"<p(\s[^>]*)?>", re.I)
+# Copies must be distinct articles: drop the original's canonical URL and og:url, which would
+# (rightly) make the pipeline treat every copy as the same article.
+_CANON = re.compile(
+    rb"<link[^>]+rel=[\"']?canonical[^>]*>|<meta[^>]+property=[\"']og:url[^>]*>", re.I
+)
+
+
+def load_pages(folder: Path) -> list[bytes]:
+    files = sorted(folder.rglob("*.html"))
+    if not files:
+        sys.exit(f"no .html files under {folder}")
+    return [f.read_bytes() for f in files]
+
+
+def distinct_copy(html: bytes, k: int, rng: random.Random) -> bytes:
+    """Put one new sentence into the first paragraph so every copy's text differs."""
+    words = ["harbour", "council", "budget", "river", "station", "market", "festival", "bridge"]
+    sentence = (
+        f"Copy {k} notes that the {rng.choice(words)} report number {k} was filed on day "
+        f"{k % 28 + 1}. "
+    ).encode()
+    html = _CANON.sub(b"", html)
+    m = _P.search(html)
+    if not m:
+        return html.replace(b"<body>", b"<body><p>" + sentence + b"</p>", 1)
+    return html[: m.end()] + sentence + html[m.end():]
+
+
+def build_warc(pages: list[bytes], n: int, path: Path, seed: int = 7) -> None:
+    rng = random.Random(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        writer = WARCWriter(fh, gzip=True)
+        for k in range(n):
+            html = distinct_copy(pages[k % len(pages)], k, rng)
+            url = f"http://site{k % 97}.bench.example/news/{k // 97}/story-{k}.html"
+            headers = StatusAndHeaders(
+                "200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1"
+            )
+            rec = writer.create_warc_record(
+                url, "response", payload=io.BytesIO(html), http_headers=headers
+            )
+            writer.write_record(rec)
+
+
+def iter_warc_html(path: Path):
+    from warcio.archiveiterator import ArchiveIterator
+
+    with open(path, "rb") as fh:
+        for rec in ArchiveIterator(fh):
+            if rec.rec_type == "response":
+                yield rec.content_stream().read().decode("utf-8", "replace")
+
+
+def _bare(html: str) -> int:
+    import trafilatura
+
+    out = trafilatura.extract(html, with_metadata=True, output_format="json")
+    return len(out or "")
+
+
+class PeakRSS:
+    """Samples the summed RSS of a process tree (the bench process excluded) every 0.2 s."""
+
+    def __init__(self, root_pid: int) -> None:
+        self.root = root_pid
+        self.peak = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                root = psutil.Process(self.root)
+                procs = [root] + root.children(recursive=True)
+                rss = 0
+                for p in procs:
+                    try:
+                        rss += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.peak = max(self.peak, rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+
+    def __enter__(self) -> PeakRSS:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def run_bare(warc: Path, workers: int) -> tuple[float, int]:
+    htmls = list(iter_warc_html(warc))
+    t0 = time.perf_counter()
+    with mp.get_context("spawn").Pool(workers) as p:
+        list(p.imap_unordered(_bare, htmls, chunksize=16))
+    return time.perf_counter() - t0, len(htmls)
+
+
+def run_newsflow(sources: Path, home: Path, workers: int) -> tuple[float, int, dict]:
+    cmd = [sys.executable, "-m", "newsflow", "run", "--sources", str(sources), "--home", str(home),
+           "--workers", str(workers)]
+    env = dict(os.environ, COLUMNS="200")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    with PeakRSS(proc.pid) as peak:
+        out, _ = proc.communicate()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.stderr.write(out.decode("utf-8", "replace")[-4000:])
+        raise SystemExit(f"newsflow run failed ({proc.returncode})")
+    import duckdb
+
+    con = duckdb.connect(str(home / "newsflow.duckdb"), read_only=True)
+    row = con.execute(
+        "SELECT stage_seconds, counts, status FROM runs ORDER BY started_at DESC LIMIT 1"
+    ).fetchone()
+    n_articles = con.execute("SELECT count(*) FROM articles").fetchone()[0]
+    con.close()
+    info = {"stage_seconds": json.loads(row[0] or "{}"), "counts": json.loads(row[1] or "{}"),
+            "status": row[2], "articles": n_articles}
+    return wall, peak.peak, info
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("pages_dir", type=Path, help="folder of HTML pages (searched recursively)")
+    ap.add_argument("--n", type=int, action="append", help="pages in the WARC (repeatable)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "throughput")
+    ap.add_argument("--json-out", type=Path)
+    args = ap.parse_args()
+    sizes = args.n or [2000]
+    pages = load_pages(args.pages_dir)
+    results = []
+    for n in sizes:
+        work = args.work / f"n{n}"
+        shutil.rmtree(work, ignore_errors=True)
+        warc = work / "pages.warc.gz"
+        build_warc(pages, n, warc)
+        sources = work / "sources.yaml"
+        sources.write_text(
+            "sources:\n  - name: bench\n    kind: warc\n    location: pages.warc.gz\n",
+            encoding="utf-8",
+        )
+        bare_s, n_pages = run_bare(warc, args.workers)
+        first_s, first_rss, first = run_newsflow(sources, work / "home", args.workers)
+        second_s, second_rss, second = run_newsflow(sources, work / "home", args.workers)
+        r = {
+            "n": n_pages,
+            "bare_pages_s": n_pages / bare_s,
+            "newsflow_pages_s": n_pages / first_s,
+            "ratio": bare_s / first_s,
+            "first_wall_s": first_s,
+            "second_wall_s": second_s,
+            "second_vs_first": second_s / first_s,
+            "peak_rss_mb": first_rss / 2**20,
+            "second_peak_rss_mb": second_rss / 2**20,
+            "stage_seconds": first["stage_seconds"],
+            "articles": first["articles"],
+            "second_status": second["status"],
+        }
+        results.append(r)
+        print(json.dumps(r, indent=1), file=sys.stderr)
+    print()
+    print(f"workers={args.workers}  pages from {args.pages_dir}")
+    print("| N | bare trafilatura p/s | newsflow p/s | ratio | 2nd run s (vs 1st) | peak RSS MB |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r['n']} | {r['bare_pages_s']:.1f} | {r['newsflow_pages_s']:.1f} | "
+            f"{r['ratio']:.2f} | {r['second_wall_s']:.1f} ({r['second_vs_first']:.1%}) | "
+            f"{r['peak_rss_mb']:.0f} |"
+        )
+    print()
+    for r in results:
+        stages = ", ".join(f"{k} {v:.1f}s" for k, v in r["stage_seconds"].items())
+        print(f"N={r['n']}: first run {r['first_wall_s']:.1f}s wall; stages: {stages}; "
+              f"articles={r['articles']}")
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=1), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

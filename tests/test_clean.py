@@ -1,0 +1,134 @@
+"""Cleaning behaviour: junk kinds removed, credits captured, titles and bylines normalised."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tasks.clean import (  # noqa: E402
+    clean_batch,
+    clean_record,
+    split_authors,
+    strip_site_name,
+)
+from tasks.schema import ARTICLES_CORE, REJECTS  # noqa: E402
+
+PROSE = ("The council voted on Tuesday to build twelve kilometres of new cycle lanes in the "
+         "eastern districts, with most of the cost covered by the regional government.")
+
+
+def _record(body: str, title: str = "Council approves new cycle lanes", **kw: object) -> dict:
+    return {"url": "https://news.example.org/a", "canonical_url": None, "title": title,
+            "authors": [], "published": "2025-03-04", "language": "en", "description": None,
+            "site_name": "Example Times", "body": body, "syndication_hints": None, **kw}
+
+
+def test_junk_lines_of_every_kind_are_removed_and_prose_kept() -> None:
+    junk = [
+        "Read also: Bridge closed again",
+        "Lesen Sie auch: Warum die Brücke gesperrt ist",
+        "Lea también: El puente vuelve a cerrar",
+        "Story continues below advertisement",
+        "Photo: Reuters/John Doe",
+        "Sign up for our newsletter to get the morning briefing.",
+        "Consider supporting the Kyiv Independent.",
+    ]
+    body = "\n\n".join([PROSE, *junk, PROSE.replace("Tuesday", "Wednesday")])
+    cleaned, reason = clean_record(_record(body))
+    assert reason is None
+    assert cleaned["body"].split("\n\n") == [PROSE, PROSE.replace("Tuesday", "Wednesday")]
+
+
+def test_app_and_related_trailers_end_the_article() -> None:
+    second = PROSE.replace("Tuesday", "Wednesday")
+    body = "\n\n".join([PROSE, second, "DOWNLOAD THE APP",
+                         "Ready to dive into the world of global news? Download our app today."])
+    cleaned, _ = clean_record(_record(body))
+    assert cleaned["body"] == f"{PROSE}\n\n{second}"
+
+
+def test_a_paragraph_printed_twice_is_kept_once() -> None:
+    cleaned, _ = clean_record(_record(f"{PROSE}\n\n{PROSE}"))
+    assert cleaned["body"] == PROSE
+
+
+def test_origin_credit_is_captured_before_its_line_is_removed() -> None:
+    body = f"{PROSE}\n\nThis article was originally published on NBCNews.com"
+    cleaned, _ = clean_record(_record(body))
+    assert cleaned["origin_credit"] == "NBCNews.com"
+    assert "originally published" not in cleaned["body"]
+
+
+def test_wire_copyright_is_a_credit_but_own_copyright_is_not() -> None:
+    wire, _ = clean_record(_record(f"{PROSE}\n\n© 2019 Associated Press. All Rights Reserved."))
+    assert wire["origin_credit"] == "Associated Press" and "©" not in wire["body"]
+    own, _ = clean_record(_record(f"{PROSE}\n\n© 2025 Example Times. All rights reserved."))
+    assert own["origin_credit"] is None and own["body"] == PROSE
+
+
+def test_agency_dateline_is_credited_and_kept() -> None:
+    cleaned, _ = clean_record(_record(f"OTTAWA (AP) — {PROSE}"))
+    assert cleaned["origin_credit"] == "AP"
+    assert cleaned["body"].startswith("OTTAWA (AP) —")
+
+
+def test_headline_repeated_as_first_body_line_is_dropped() -> None:
+    cleaned, _ = clean_record(_record(f"Council approves new cycle lanes\n\n{PROSE}"))
+    assert cleaned["body"] == PROSE
+
+
+def test_site_name_suffix_is_stripped_from_titles() -> None:
+    assert strip_site_name("Council approves lanes | Example Times", "Example Times", None,
+                           None) == "Council approves lanes"
+    assert strip_site_name("Council approves lanes - example.com", None, None,
+                           "example.com") == "Council approves lanes"
+    # a dash inside the headline is not a site name
+    assert strip_site_name("Ukraine - Russia talks resume", "Example Times", None,
+                           None) == "Ukraine - Russia talks resume"
+
+
+def test_bylines_are_split_and_organisations_dropped_next_to_people() -> None:
+    assert split_authors(["By Anna Koval and Petro Lys"]) == ["Anna Koval", "Petro Lys"]
+    assert split_authors(["Von Anna Schmidt und Jan Meier"]) == ["Anna Schmidt", "Jan Meier"]
+    assert split_authors(["Kari Nordmann og Ola Nordmann"]) == ["Kari Nordmann", "Ola Nordmann"]
+    assert split_authors(["di Mario Rossi e Da Silva"]) == ["Mario Rossi", "Da Silva"]
+    assert split_authors(["https://example.com/staff/anna", "Anna Koval, Example Times"],
+                         site="Example Times") == ["Anna Koval"]
+    # an article credited only to an outlet keeps that credit
+    assert split_authors(["Example Times Staff"]) == ["Example Times Staff"]
+
+
+def test_a_body_that_is_only_junk_is_rejected() -> None:
+    cleaned, reason = clean_record(_record("Read also: something\n\nAdvertisement"))
+    assert cleaned is None and reason == "empty_after_clean"
+
+
+def test_content_hash_ignores_formatting_differences() -> None:
+    a, _ = clean_record(_record(PROSE))
+    b, _ = clean_record(_record(PROSE.upper().replace(",", " ,")))
+    assert a["content_hash"] == b["content_hash"]
+
+
+def test_clean_batch_keeps_the_contract_schema_and_reports_rejects() -> None:
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    rows = [
+        {**_record(PROSE), "article_id": "a1", "page_id": "p1", "outlet": "Example Times",
+         "published": date(2025, 3, 4), "fetched_at": now},
+        {**_record("Advertisement"), "article_id": "a2", "page_id": "p2", "published": None,
+         "fetched_at": now},
+    ]
+    for r in rows:
+        r.pop("site_name")
+    table = pa.Table.from_pylist(
+        [{f.name: r.get(f.name) for f in ARTICLES_CORE} for r in rows], schema=ARTICLES_CORE)
+    kept, rejects = clean_batch(table, "run-2")
+    assert kept.schema == ARTICLES_CORE and rejects.schema == REJECTS
+    assert kept.num_rows == 1 and kept.column("content_hash")[0].as_py()
+    assert kept.column("published")[0].as_py() == date(2025, 3, 4)
+    rej = rejects.to_pylist()[0]
+    assert (rej["item_id"], rej["reason"], rej["stage"]) == ("a2", "empty_after_clean", "clean")
