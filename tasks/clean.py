@@ -446,6 +446,26 @@ def _host(url: str | None) -> str:
     return urlsplit(url).netloc.lower().removeprefix("www.") if url else ""
 
 
+# Aggregators glue teaser links and donation appeals onto the end of a real paragraph (the
+# seed page's "... Read also: <headline> We've been working hard ... Consider supporting X.").
+# Such a tail is junk wherever it sits, so the paragraph is cut where it starts.
+_INLINE_TAIL = re.compile(
+    r"\s*(?:Read also|Read more|Lesen Sie auch|Lire aussi|Lea también)\s*:.*$"
+    r"|\s*We['’]ve been working hard to bring you.*$"
+    r"|\s*Consider supporting [^.\n]*\.?\s*$",
+    re.IGNORECASE,
+)
+
+
+def _strip_inline_junk(body: str) -> str:
+    out = []
+    for para in body.split("\n"):
+        cut = _INLINE_TAIL.sub("", para)
+        if cut.strip() or not para.strip():
+            out.append(cut)
+    return "\n".join(out)
+
+
 def clean_record(record: dict) -> tuple[dict | None, str | None]:
     """Clean one extracted record; returns (cleaned, None) or (None, reject_reason)."""
     rec = dict(record)
@@ -456,7 +476,7 @@ def clean_record(record: dict) -> tuple[dict | None, str | None]:
     if title:
         title = strip_site_name(normalize_text(title), site, rec.get("outlet"), host) or None
     rec["title"] = title
-    body, credit = clean_body(rec.get("body") or "", title,
+    body, credit = clean_body(_strip_inline_junk(rec.get("body") or ""), title,
                               _site_keys(site, rec.get("outlet"), host))
     if len(body) < MIN_BODY_CHARS:
         return None, "empty_after_clean"
