@@ -37,11 +37,13 @@ from warcio.warcwriter import WARCWriter
 
 REPO = Path(__file__).resolve().parent.parent
 _P = re.compile(rb"<p(\s[^>]*)?>", re.I)
-# Copies must be distinct articles: drop the original's canonical URL and og:url, which would
-# (rightly) make the pipeline treat every copy as the same article.
+# Copies must be distinct articles: the original's canonical URL (link rel=canonical, og:url,
+# JSON-LD "url") would (rightly) make the pipeline treat every copy as one article, so each copy
+# declares its own URL instead.
 _CANON = re.compile(
     rb"<link[^>]+rel=[\"']?canonical[^>]*>|<meta[^>]+property=[\"']og:url[^>]*>", re.I
 )
+_JSONLD_URL = re.compile(rb'"url"\s*:\s*"[^"]*"')
 
 
 def load_pages(folder: Path) -> list[bytes]:
@@ -51,7 +53,7 @@ def load_pages(folder: Path) -> list[bytes]:
     return [f.read_bytes() for f in files]
 
 
-def distinct_copy(html: bytes, k: int, rng: random.Random) -> bytes:
+def distinct_copy(html: bytes, k: int, rng: random.Random, url: str) -> bytes:
     """Put one new sentence into the first paragraph so every copy's text differs."""
     words = ["harbour", "council", "budget", "river", "station", "market", "festival", "bridge"]
     sentence = (
@@ -59,10 +61,11 @@ def distinct_copy(html: bytes, k: int, rng: random.Random) -> bytes:
         f"{k % 28 + 1}. "
     ).encode()
     html = _CANON.sub(b"", html)
+    html = _JSONLD_URL.sub(b'"url": "' + url.encode() + b'"', html)
     m = _P.search(html)
     if not m:
         return html.replace(b"<body>", b"<body><p>" + sentence + b"</p>", 1)
-    return html[: m.end()] + sentence + html[m.end():]
+    return html[: m.end()] + sentence + html[m.end() :]
 
 
 def build_warc(pages: list[bytes], n: int, path: Path, seed: int = 7) -> None:
@@ -71,8 +74,8 @@ def build_warc(pages: list[bytes], n: int, path: Path, seed: int = 7) -> None:
     with open(path, "wb") as fh:
         writer = WARCWriter(fh, gzip=True)
         for k in range(n):
-            html = distinct_copy(pages[k % len(pages)], k, rng)
             url = f"http://site{k % 97}.bench.example/news/{k // 97}/story-{k}.html"
+            html = distinct_copy(pages[k % len(pages)], k, rng, url)
             headers = StatusAndHeaders(
                 "200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1"
             )
@@ -141,11 +144,23 @@ def run_bare(warc: Path, workers: int) -> tuple[float, int]:
 
 
 def run_newsflow(sources: Path, home: Path, workers: int) -> tuple[float, int, dict]:
-    cmd = [sys.executable, "-m", "newsflow", "run", "--sources", str(sources), "--home", str(home),
-           "--workers", str(workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "newsflow",
+        "run",
+        "--sources",
+        str(sources),
+        "--home",
+        str(home),
+        "--workers",
+        str(workers),
+    ]
     env = dict(os.environ, COLUMNS="200")
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     with PeakRSS(proc.pid) as peak:
         out, _ = proc.communicate()
     wall = time.perf_counter() - t0
@@ -160,8 +175,12 @@ def run_newsflow(sources: Path, home: Path, workers: int) -> tuple[float, int, d
     ).fetchone()
     n_articles = con.execute("SELECT count(*) FROM articles").fetchone()[0]
     con.close()
-    info = {"stage_seconds": json.loads(row[0] or "{}"), "counts": json.loads(row[1] or "{}"),
-            "status": row[2], "articles": n_articles}
+    info = {
+        "stage_seconds": json.loads(row[0] or "{}"),
+        "counts": json.loads(row[1] or "{}"),
+        "status": row[2],
+        "articles": n_articles,
+    }
     return wall, peak.peak, info
 
 
@@ -218,8 +237,10 @@ def main() -> None:
     print()
     for r in results:
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in r["stage_seconds"].items())
-        print(f"N={r['n']}: first run {r['first_wall_s']:.1f}s wall; stages: {stages}; "
-              f"articles={r['articles']}")
+        print(
+            f"N={r['n']}: first run {r['first_wall_s']:.1f}s wall; stages: {stages}; "
+            f"articles={r['articles']}"
+        )
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=1), encoding="utf-8")
 

@@ -31,10 +31,16 @@ def _home(home: Path | None) -> Path:
 
 @app.command()
 def run(
-    demo: Annotated[bool, typer.Option("--demo", help="Serve the bundled demo site and ingest it.")] = False,
-    sources: Annotated[Path | None, typer.Option("--sources", help="sources.yaml to ingest.")] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Serve the bundled demo site and ingest it.")
+    ] = False,
+    sources: Annotated[
+        Path | None, typer.Option("--sources", help="sources.yaml to ingest.")
+    ] = None,
     home: HomeOpt = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: all cores).")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Demo site port (default 8765).")] = None,
 ) -> None:
     """Run every stage (fetch, extract, clean, dedup, enrich, checks, load, publish)."""
@@ -147,8 +153,12 @@ def report(home: HomeOpt = None) -> None:
     t = Table("stage", "expectation", "column", "severity", "result", "observed")
     for r in rep["results"]:
         t.add_row(
-            r["stage"], r["expectation"], r["column"] or "", r["severity"],
-            "[green]pass[/green]" if r["success"] else "[red]FAIL[/red]", _short(r["observed"] or "", 60),
+            r["stage"],
+            r["expectation"],
+            r["column"] or "",
+            r["severity"],
+            "[green]pass[/green]" if r["success"] else "[red]FAIL[/red]",
+            _short(r["observed"] or "", 60),
         )
     out.print(t)
     out.print(
@@ -199,15 +209,18 @@ def serve_demo(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8
 
 
 def _print_summary(summary: dict) -> None:
-    t = Table("stage", "in", "out", "rejected (by reason)", "seconds", title=f"run {summary['run_id']}")
-    secs = summary.get("stage_seconds", {})
+    t = Table("stage", "in", "out", "rejected (by reason)", title=f"run {summary['run_id']}")
     for stage, c in summary.get("counts", {}).items():
         rej = ", ".join(f"{k}: {v}" for k, v in sorted(c.get("rejected", {}).items())) or "-"
-        sec = secs.get(stage) or secs.get(f"{stage}+clean") or ""
-        t.add_row(stage, str(c.get("in", "")), str(c.get("out", "")), rej, str(sec))
+        t.add_row(stage, str(c.get("in", "")), str(c.get("out", "")), rej)
     out.print(t)
+    secs = summary.get("stage_seconds", {})
+    if secs:
+        out.print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in secs.items()))
     if summary.get("inserted"):
-        out.print("rows added: " + ", ".join(f"{k}={v}" for k, v in summary["inserted"].items() if v))
+        out.print(
+            "rows added: " + ", ".join(f"{k}={v}" for k, v in summary["inserted"].items() if v)
+        )
     for w in summary.get("warnings", [])[:20]:
         out.print(f"[yellow]warning:[/yellow] {w}")
     colour = {"published": "green", "nothing_new": "cyan"}.get(summary["status"], "red")

@@ -16,16 +16,22 @@ def latest_report(home: Path) -> dict:
     wh = Warehouse(home)
     con = wh.connect(read_only=True)
     try:
-        run = con.execute(
-            "SELECT * FROM runs ORDER BY started_at DESC LIMIT 1"
-        ).to_arrow_table().to_pylist()
+        run = (
+            con.execute("SELECT * FROM runs ORDER BY started_at DESC LIMIT 1")
+            .to_arrow_table()
+            .to_pylist()
+        )
         if not run:
             raise FileNotFoundError(f"no runs recorded in {wh.db_path}")
-        results = con.execute(
-            "SELECT stage, expectation, \"column\", severity, success, observed FROM dq_results "
-            "WHERE run_id = ? ORDER BY stage, success, expectation",
-            [run[0]["run_id"]],
-        ).to_arrow_table().to_pylist()
+        results = (
+            con.execute(
+                'SELECT stage, expectation, "column", severity, success, observed FROM dq_results '
+                "WHERE run_id = ? ORDER BY stage, success, expectation",
+                [run[0]["run_id"]],
+            )
+            .to_arrow_table()
+            .to_pylist()
+        )
     finally:
         con.close()
     docs = data_docs_index(wh.gx_dir)
@@ -33,7 +39,11 @@ def latest_report(home: Path) -> dict:
         "run": run[0],
         "results": results,
         "passed": sum(1 for r in results if r["success"]),
-        "failed_critical": sum(1 for r in results if not r["success"] and r["severity"] == "critical"),
-        "failed_warning": sum(1 for r in results if not r["success"] and r["severity"] != "critical"),
+        "failed_critical": sum(
+            1 for r in results if not r["success"] and r["severity"] == "critical"
+        ),
+        "failed_warning": sum(
+            1 for r in results if not r["success"] and r["severity"] != "critical"
+        ),
         "data_docs": str(docs) if docs else None,
     }

@@ -20,7 +20,10 @@ apply_env()
 def _progress_display() -> Iterator[None]:
     """Show one bar per stage; the flow reports through newsflow.progress."""
     bars = Progress(
-        TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description:>8}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
         transient=False,
     )
     ids: dict[str, int] = {}
@@ -57,8 +60,12 @@ def demo_sources(base_url: str, home: Path) -> Path:
 
 
 def run_pipeline(
-    sources: Path | None, demo: bool, home: Path, workers: int | None = None,
-    port: int | None = None, show_progress: bool = True,
+    sources: Path | None,
+    demo: bool,
+    home: Path,
+    workers: int | None = None,
+    port: int | None = None,
+    show_progress: bool = True,
 ) -> dict:
     from flows.ingest import ingest
 
@@ -110,7 +117,9 @@ def _outlets_by_warc(wh) -> dict[str, str]:
     for f in export.rglob("*.parquet"):
         t = pq.read_table(f)
         if "source" in t.column_names and "warc_file" in t.column_names:
-            for w, s in zip(t.column("warc_file").to_pylist(), t.column("source").to_pylist(), strict=False):
+            for w, s in zip(
+                t.column("warc_file").to_pylist(), t.column("source").to_pylist(), strict=False
+            ):
                 if w and s:
                     names[Path(w).name] = s
     return names

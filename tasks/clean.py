@@ -5,8 +5,9 @@ donation prompts, photo credits, app adverts, syndication footers) and publisher
 titles with site names and kickers. Dedup and enrichment need the article as printed, so this
 stage removes those KINDS of junk. The phrases live in tasks/data/junk_patterns.yaml (data, per
 language), the logic here is generic. Syndication credits ("Originally published on X",
-"(AP)") are captured as origin_credit before their line is dropped, because dedup attributes
-syndicated copies with them. No Prefect and no DuckDB here.
+"Original article source: X", the agency of a "WASHINGTON (AP) —" dateline) are captured as
+origin_credit before their line is removed (a dateline opening the lede stays in the text),
+because dedup attributes syndicated copies with them. No Prefect and no DuckDB here.
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 
 
+def _glued(starts: list[str] | None) -> re.Pattern[str] | None:
+    """Where a credit phrase starts right after a sentence end inside a paragraph."""
+    if not starts:
+        return None
+    alt = "|".join(f"(?:{p})" for p in starts)
+    return re.compile(rf"(?<=[.!?\"”’)])\s*(?=(?i:{alt}))")
+
+
 @cache
 def junk_rules() -> dict[str, Any]:
     """Compile the YAML junk patterns once per process."""
@@ -62,6 +71,7 @@ def junk_rules() -> dict[str, Any]:
         "drop_any": union(raw.get("drop_any")),
         "cut_tail": union(raw.get("cut_tail")),
         "credit": [re.compile(p, re.IGNORECASE) for p in raw.get("credit", [])],
+        "credit_glued": _glued(raw.get("credit_glued")),
         "dateline_credit": [re.compile(p) for p in raw.get("dateline_credit", [])],
         "teaser_label": re.compile(raw["teaser_label"]) if raw.get("teaser_label") else None,
     }
@@ -92,39 +102,86 @@ def _word_count(line: str) -> int:
     return max(n, len(line) // 4) if n <= 2 else n
 
 
+CREDIT_MAX_CHARS = 300  # a credit footer is one short sentence; longer tails are prose
+
+
 def find_credit(
     lines: Iterable[str], own_keys: set[str] | None = None
-) -> tuple[str | None, set[int]]:
-    """Origin credit named in a syndication line, and the indices of credit lines to drop.
+) -> tuple[str | None, str | None, set[int]]:
+    """Origin credits named in syndication lines, and the indices of credit lines to drop.
 
+    Returns (outlet credit, headline credit, indices): most credit lines name the original
+    outlet; a few footers ("Original article source: X") name the original's headline.
     A line crediting the page's own outlet (``own_keys``) is dropped but is no credit.
     """
     rules = junk_rules()
     credit: str | None = None
+    headline: str | None = None
     drop: set[int] = set()
     for i, line in enumerate(lines):
-        if len(line) > 300:
+        if len(line) > CREDIT_MAX_CHARS:
             continue
         stripped = line.strip(" \t*•·-–—|>»()[]")
         for pat in rules["credit"]:
             m = pat.fullmatch(stripped)
             if m:
-                name = norm_space(m.group("outlet")).strip(" .:;,\"'")
-                if name and not (own_keys and _is_site_segment(name, own_keys)):
+                groups = m.groupdict()
+                name = norm_space(groups.get("outlet") or groups.get("headline") or "")
+                name = name.strip(" .:;,\"'")
+                if groups.get("outlet") is None:
+                    headline = headline or name or None
+                elif name and not (own_keys and _is_site_segment(name, own_keys)):
                     credit = credit or name
                 drop.add(i)
                 break
-    return credit, drop
+    return credit, headline, drop
 
 
-def dateline_credit(lines: list[str]) -> str | None:
-    """Agency named in the dateline of the first paragraphs, e.g. 'WASHINGTON (AP) —'."""
-    for line in lines[:3]:
+def split_glued_credits(lines: list[str]) -> list[str]:
+    """Split a credit footer that a template glued onto the end of a paragraph.
+
+    "... in recent weeks.Original article source: X" is the paragraph plus the syndication
+    footer; the tail becomes a line of its own (so find_credit captures and drops it) when
+    it starts after a sentence end and is, as a whole, a credit line.
+    """
+    rules = junk_rules()
+    glued = rules["credit_glued"]
+    if glued is None:
+        return lines
+    out: list[str] = []
+    for line in lines:
+        start = max(0, len(line) - CREDIT_MAX_CHARS)
+        for m in glued.finditer(line, start):
+            tail = line[m.end():]
+            if m.start() > 0 and any(p.fullmatch(tail.rstrip()) for p in rules["credit"]):
+                out.extend([line[: m.start()], tail])
+                break
+        else:
+            out.append(line)
+    return out
+
+
+def strip_dateline(
+    lines: list[str], own_keys: set[str] | None = None
+) -> tuple[list[str], str | None]:
+    """Read the agency of a wire dateline ('WASHINGTON (AP) —') opening one of the first paragraphs.
+
+    The agency is a syndication signal, returned as the credit (unless it is the page's own
+    outlet). A dateline that opens a sentence is part of the story's lede as published (news
+    corpora and our extraction benchmark keep it), so the text is left alone; only a dateline
+    printed as a paragraph of its own is furniture and is dropped.
+    """
+    for i, line in enumerate(lines[:3]):
         for pat in junk_rules()["dateline_credit"]:
-            m = pat.search(line)
+            m = pat.match(line)
             if m:
-                return m.group("outlet")
-    return None
+                name = norm_space(m.group("outlet"))
+                out = list(lines)
+                if not line[m.end():].strip():
+                    out[i] = ""
+                own = bool(own_keys and _is_site_segment(name, own_keys))
+                return out, None if own else name
+    return lines, None
 
 
 def clean_body(
@@ -133,9 +190,11 @@ def clean_body(
     """Drop junk lines and a repeated headline; returns (body, origin_credit)."""
     rules = junk_rules()
     lines = [normalize_text(x) for x in re.split(r"\n\s*\n|\n", body or "")]
-    lines = [x for x in lines if x]
-    credit, drop_idx = find_credit(lines, own_keys)
-    credit = credit or dateline_credit(lines)
+    lines = split_glued_credits([x for x in lines if x])
+    credit, headline, drop_idx = find_credit(lines, own_keys)
+    lines, agency = strip_dateline(lines, own_keys)
+    # an outlet is what dedup can attribute to; a headline only when nothing names one
+    credit = credit or agency or headline
     # the headline printed again as the first body line (or after a kicker/logo line)
     if title:
         t = _fold(title)
@@ -158,7 +217,7 @@ def clean_body(
     kept: list[str] = []
     seen_long: set[str] = set()
     for i, line in enumerate(lines[:cut]):
-        if i in drop_idx:
+        if i in drop_idx or not line:
             continue
         # a long paragraph printed twice is a template/structured-data duplicate, not prose
         if len(line) >= DUP_MIN_CHARS:

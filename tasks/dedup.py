@@ -7,11 +7,20 @@ Why this shape:
   spelling, and sometimes cuts the story to a teaser. So documents are compared on their
   *content lines* (chrome-like lines removed, see ``tasks/data/dedup_boilerplate.txt``) as sets of
   word 5-gram hashes; the headline is ignored because different stories share generic ones.
-* **Two ways to be a copy.** Jaccard >= ``near_jaccard`` (full copies with edits), or the smaller
-  text contained in the larger one (>= ``containment``) *and* starting where the larger one
-  starts (teasers and briefs are leads of their story) *and* sharing whole sentences. The lead
-  condition keeps follow-ups apart (they re-use the *background* of an earlier story, not its
-  lead); the sentence condition keeps apart stories that share half a sentence or a quote.
+* **Three ways to be a copy.** Jaccard >= ``near_jaccard`` (full copies with edits) *and* the
+  opening of one text found in the other (two short pages of one site carrying the same box of
+  related-story cards share most of their text, but each opens with its own story); or the
+  smaller text contained in the larger one (>= ``containment``) *and* starting where the larger
+  one starts (teasers and briefs are leads of their story) *and* sharing whole sentences. The
+  lead condition keeps follow-ups apart (they re-use the *background* of an earlier story, not
+  its lead); the sentence condition keeps apart stories that share half a sentence or a quote.
+  Third, a teaser whose page left foreign text after it (related-story cards, most-read boxes
+  kept by extraction) is not "contained" any more, so an *opening* match counts too: both texts
+  open with the same run of whole sentences (``lead_min_shingles``, ``lead_min_sentences``, at
+  least ``lead_min_share`` of the smaller text) *and* their headlines agree. The headline is
+  only a guard there, never evidence: pages of one site opening with the same surviving chrome
+  paragraph carry different headlines; across sites (chrome is a site's own) a rewritten
+  headline only needs to keep some key words.
 * **Incremental without loading history.** Every document gets lookup keys: MinHash band hashes,
   a few content-defined lead shingles (to find teasers, which Jaccard bands miss) and its exact
   text hash. Keys are persisted (``dedup_bands``, at most ``band_cap`` documents per key, so a
@@ -72,6 +81,11 @@ class DedupConfig:
     min_overlap: int = 6  # shared shingles needed for any match
     min_contained: int = 6  # ... and for a containment match
     teaser_ratio: float = 0.5  # size ratio under which a contained copy is called a teaser
+    lead_min_shingles: int = 30  # opening match: shared opening run of at least this many ...
+    lead_min_sentences: int = 2  # ... whole sentences ...
+    lead_min_share: float = 0.1  # ... covering this share of the smaller text ...
+    lead_title_share: float = 0.6  # ... and this share of the shorter headline's words
+    lead_title_share_other_site: float = 0.3  # ... or this share when the sites differ
     max_verify: int = 32  # candidates verified per document, most shared keys first
     boilerplate_max_words: int = 60  # longer lines/sentences are never treated as chrome
     min_line_words: int = 6  # shorter lines are chrome (bylines, dates, "Share", captions)
@@ -141,6 +155,9 @@ DEDUP_DOCS = pa.schema(
         ("content_hash", pa.string()),
         ("first_seen", TS),
         ("run_id", pa.string()),
+        ("title", pa.string()),
+        ("footer_credit", pa.string()),
+        ("published_at", TS),
     ]
 )
 META_COLUMNS = [f.name for f in DEDUP_DOCS if f.name not in ("shingles", "bounds")]
@@ -157,6 +174,9 @@ CANDIDATES = pa.schema(
         ("shingles", pa.binary()),
         ("bounds", pa.binary()),
         ("published", pa.date32()),
+        ("title", pa.string()),  # headline: an opening-only match needs agreeing headlines
+        ("outlet", pa.string()),  # ... and where it was published (site chrome is per site)
+        ("url", pa.string()),
     ]
 )
 KEYS = pa.schema([("article_id", pa.string()), ("band_key", pa.int64())])
@@ -227,11 +247,18 @@ TABLE_SPECS: list[TableSpec] = [
             "url": "URL of the article.",
             "canonical_url": "Canonical URL of the article.",
             "published": "Publication date.",
-            "origin_credit": "Credited original outlet captured by the clean stage.",
+            "origin_credit": "Credit captured by the clean stage: the original's outlet, or "
+            "its headline when the credit names only that.",
             "syndication_hints": "JSON-LD syndication hints (isBasedOn, sourceOrganization).",
             "content_hash": "content_hash of the article when it was indexed.",
             "first_seen": "Fetch time of the article (UTC).",
             "run_id": "Run that indexed the article.",
+            "title": "Headline of the article (opening matches and headline credits use it).",
+            "footer_credit": "Credit footer still at the end of the body ('Original article "
+            "source: X', 'Originally published on X', also glued to the last sentence): X names "
+            "the original's outlet or its headline.",
+            "published_at": "Exact publication time (UTC) when the record carries one "
+            "(published_at); orders same-day copies for the 'earliest' signal.",
         },
     ),
     TableSpec(
@@ -300,6 +327,9 @@ class MemoryHistory:
                     "shingles": d["shingles"],
                     "bounds": d["bounds"],
                     "published": d["published"],
+                    "title": d.get("title"),
+                    "outlet": d.get("outlet"),
+                    "url": d.get("url"),
                 }
             )
         return pa.Table.from_pylist(rows, schema=CANDIDATES)
@@ -765,15 +795,20 @@ def compare(
     config: DedupConfig | None = None,
     a_bounds: bytes | None = None,
     b_bounds: bytes | None = None,
+    a_title: str | None = None,
+    b_title: str | None = None,
+    same_site: bool = True,
 ) -> tuple[str | None, float]:
-    """Verify a candidate pair from their shingle arrays: ('near'|'contained'|None, score).
+    """Verify a candidate pair from their shingle arrays: ('near'|'contained'|'lead'|None, score).
 
     'near': Jaccard >= near_jaccard. 'contained': the smaller text lies inside the larger one
     (>= ``containment``, or >= ``weak_containment`` when short inserted stretches such as inline
     links are not counted) AND the shared text starts at the beginning of both (a teaser is the
     lead of its story; a follow-up re-uses background from the middle or the end) AND every
     shared run starts and ends at a sentence boundary (``*_bounds``; two stories sharing half a
-    sentence do not).
+    sentence do not). 'lead': both texts open with the same whole sentences and the headlines
+    (``*_title``) agree, less strictly across sites (``same_site`` false; see
+    ``_opening_match``); the score is then the plain containment.
     """
     cfg = config or DedupConfig()
     na, nb = len(a), len(b)
@@ -787,11 +822,44 @@ def compare(
         return None, 0.0
     jac = inter / (na + nb - inter)
     if jac >= cfg.near_jaccard:
-        return "near", jac
+        if _open_alike(mask, small, big, cfg):
+            return "near", jac
+        return None, 0.0  # shared text, different openings: a site box on two pages
     cont = inter / len(small)
     # containment needs substance: half a sentence shared by two stories is ~10 shingles
-    if cont < cfg.weak_containment or inter < cfg.min_contained:
-        return None, 0.0
+    if cont >= cfg.weak_containment and inter >= cfg.min_contained:
+        kind, score = _contained(mask, inter, small, big, small_bounds, big_bounds, cfg)
+        if kind is not None:
+            return kind, score
+    if inter >= cfg.lead_min_shingles and _opening_match(
+        mask, small, big, small_bounds, (a_title, b_title), same_site, cfg
+    ):
+        return "lead", cont
+    return None, 0.0
+
+
+def _open_alike(mask: np.ndarray, small: np.ndarray, big: np.ndarray, cfg: DedupConfig) -> bool:
+    """Is the opening of one text (its first ``lead_offset`` shingles) found in the other?
+
+    Copies of a story keep its lead (one of them may have lost it, or carry chrome above it,
+    but not both). Two short pages of one site that carry the same related-story cards or
+    most-read box can share most of their text, yet each opens with its own story.
+    """
+    k = cfg.lead_offset + 1
+    return bool(mask[:k].any() or np.isin(big[:k], small).any())
+
+
+def _contained(
+    mask: np.ndarray,
+    inter: int,
+    small: np.ndarray,
+    big: np.ndarray,
+    small_bounds: bytes | None,
+    big_bounds: bytes | None,
+    cfg: DedupConfig,
+) -> tuple[str | None, float]:
+    """The 'contained' test of ``compare`` (containment already >= ``weak_containment``)."""
+    cont = inter / len(small)
     start_small = int(mask.argmax())
     if start_small > cfg.lead_offset:
         return None, 0.0
@@ -820,6 +888,83 @@ def compare(
     return None, 0.0
 
 
+_TITLE_STOP = frozenset(
+    "the and for with from that this into over after about than says said will are was has "
+    "have its his her their not but who what how why when new".split()
+)
+
+
+def _title_words(title: str | None) -> set[str]:
+    return {
+        w
+        for w in re.findall(r"\w+", (title or "").casefold())
+        if len(w) > 2 and w not in _TITLE_STOP
+    }
+
+
+def _titles_agree(a: str | None, b: str | None, share: float) -> bool:
+    """Do two headlines name the same story (``share`` of the shorter one's words, at least two,
+    in the other)? Copies edit headlines (case, prefixes, site suffixes, shortening, rewrites)
+    but keep their key words."""
+    wa, wb = _title_words(a), _title_words(b)
+    if len(wa) < 2 or len(wb) < 2:
+        return False
+    shared = len(wa & wb)
+    return shared >= 2 and shared >= share * min(len(wa), len(wb))
+
+
+def _opening_match(
+    mask: np.ndarray,
+    small: np.ndarray,
+    big: np.ndarray,
+    small_bounds: bytes | None,
+    titles: tuple[str | None, str | None],
+    same_site: bool,
+    cfg: DedupConfig,
+) -> bool:
+    """Both texts open with the same run of whole sentences and their headlines agree.
+
+    For a teaser whose page appended foreign text after it (related-story cards with other
+    stories' leads, most-read boxes): it is no longer contained in its story, but it still
+    *opens* like it. The opening block is the shared text from the start of the smaller text
+    up to its first unshared stretch longer than a few shingles; it must be substantial (whole
+    sentences, ``lead_min_shingles``, ``lead_min_share`` of the smaller text), sit at the start
+    of the larger text in the same order, and end where a sentence ends. Follow-ups re-use
+    background, not the opening; a brief whose cards quote another story's lead shares that
+    text in its middle; pages of one site opening with the same chrome have different
+    headlines. Chrome is a site's own, so across sites a headline rewritten by the other
+    outlet only needs to share its key words (``lead_title_share_other_site``).
+    """
+    k = cfg.shingle_size
+    idx = np.flatnonzero(mask)
+    if not len(idx) or idx[0] > cfg.lead_offset:
+        return False
+    breaks = np.flatnonzero(np.diff(idx) > 3 * k + 1)
+    end = int(idx[breaks[0]]) + 1 if len(breaks) else int(idx[-1]) + 1
+    block = idx[idx < end]
+    n = len(block)
+    if n < cfg.lead_min_shingles or n < cfg.lead_min_share * len(small):
+        return False
+    if n < cfg.containment * (end - int(block[0])):
+        return False
+    # in the larger text the block is its opening too, in the same order
+    order = np.argsort(big)
+    pos = order[np.searchsorted(big, small[block], sorter=order)]
+    if int(pos.min()) > cfg.lead_offset or int(pos.max()) > 2 * end + cfg.lead_offset:
+        return False
+    if np.count_nonzero(np.diff(pos) > 0) < 0.9 * (n - 1):
+        return False
+    # whole sentences: the block ends where a sentence ends (its start may differ by an edited
+    # first word, e.g. a dateline or "Ukraine's" for "Ukrainian")
+    bounds = _unpack_bounds(small_bounds, len(small))
+    if bounds is not None:
+        ends = bounds[1]
+        if not ends[end - 1] or int(ends[block].sum()) < cfg.lead_min_sentences:
+            return False
+    share = cfg.lead_title_share if same_site else cfg.lead_title_share_other_site
+    return _titles_agree(titles[0], titles[1], share)
+
+
 # ------------------------------------------------------------------------------ the stage
 @dataclass
 class DedupResult:
@@ -843,6 +988,20 @@ def _first_seen(fetched: datetime | None, published: date | None) -> datetime | 
     if published is not None:
         return datetime.combine(published, time(0), tzinfo=UTC)
     return None
+
+
+def _site(outlet: str | None, url: str | None) -> str:
+    """Which site published a copy: its outlet name, else the host of its URL."""
+    if outlet:
+        return _squash(outlet)
+    host = url.split("://", 1)[-1].split("/", 1)[0] if url else ""
+    return host.lower().removeprefix("www.")
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _col(table: pa.Table, name: str) -> list:
@@ -897,7 +1056,14 @@ def dedup_batch(
     fetched = _col(articles, "fetched_at")
     meta_src = {
         c: _col(articles, c)
-        for c in ("url", "canonical_url", "outlet", "origin_credit", "syndication_hints")
+        for c in (
+            "url",
+            "canonical_url",
+            "outlet",
+            "origin_credit",
+            "syndication_hints",
+            "published_at",
+        )
     }
 
     # -- already indexed?
@@ -908,6 +1074,7 @@ def dedup_batch(
         if not (a in known and hashes[i] is not None and known[a]["content_hash"] == hashes[i])
     ]
     titles = _col(articles, "title")
+    sites = [_site(o, u) for o, u in zip(meta_src["outlet"], meta_src["url"], strict=True)]
     fps_all = dict(
         zip(
             need,
@@ -953,10 +1120,13 @@ def dedup_batch(
     if todo:
         ct = history.candidates(keys_tbl)
         for r in zip(*(ct.column(c).to_pylist() for c in CANDIDATES.names), strict=True):
-            aid, cid, shared, cl, ek, sh, bd, pub = r
+            aid, cid, shared, cl, ek, sh, bd, pub, ttl, outlet, url = r
             if cid == aid:
                 continue
-            hist_cands[aid].append((shared, _order_key(pub, cid), cid, cl, ek, sh, bd, None))
+            site = _site(outlet, url)
+            hist_cands[aid].append(
+                (shared, _order_key(pub, cid), cid, cl, ek, sh, bd, None, ttl, site)
+            )
         kc = history.key_counts(keys_tbl)
         hist_counts = dict(
             zip(kc.column("band_key").to_pylist(), kc.column("n").to_pylist(), strict=True)
@@ -989,21 +1159,27 @@ def dedup_batch(
                     None,
                     fps[j].bounds,
                     fps[j].shingles,
+                    titles[j],
+                    sites[j],
                 )
             )
         cands.sort(key=lambda c: (-c[0], c[1]))
         best: tuple | None = None  # (rank, score, order, cand_id, cluster, kind)
-        for _shared, order, cid, cl, ek, blob, bounds, arr in cands[: cfg.max_verify]:
+        for _shared, order, cid, cl, ek, blob, bounds, arr, ttl, site in cands[: cfg.max_verify]:
             if ek == fp.exact_key and fp.n_shingles:
                 best = (2, 1.0, order, cid, cl, "exact")  # most shared keys: nothing beats it
                 break
             if best is not None and best[4] == cl:
                 continue  # this story already matched: a second look changes nothing
             other = arr if arr is not None else _as_u32(blob)
-            kind, score = compare(fp.shingles, other, cfg, fp.bounds, bounds)
+            kind, score = compare(
+                fp.shingles, other, cfg, fp.bounds, bounds, titles[i], ttl, sites[i] == site
+            )
             if kind is None:
                 continue
-            if kind == "contained":
+            if kind == "lead":  # opening match: the shorter page is the teaser
+                kind = "teaser" if len(fp.shingles) < len(other) else "near"
+            elif kind == "contained":
                 small = len(fp.shingles) <= len(other)
                 ratio = min(len(fp.shingles), len(other)) / max(len(fp.shingles), len(other))
                 kind = "teaser" if small and ratio < cfg.teaser_ratio else "near"
@@ -1060,6 +1236,9 @@ def dedup_batch(
                 "content_hash": hashes[i],
                 "first_seen": _first_seen(fetched[i], published[i]),
                 "run_id": run_id,
+                "title": titles[i],
+                "footer_credit": syndication.footer_credit(bodies[i]),
+                "published_at": _utc(meta_src["published_at"][i]),
             }
         )
     docs_tbl = pa.Table.from_pylist(doc_rows, schema=DEDUP_DOCS)

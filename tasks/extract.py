@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import threading
 import time
@@ -113,6 +114,12 @@ def extract_html(
     doc = bare_extraction(tree, url=url, with_metadata=False, include_comments=True,
                           include_tables=True, output_format="python")
     text = (getattr(doc, "text", None) or "") if doc is not None else ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    published = md.published_date(pm)
+    if not published:  # undated: maybe a section front; judged before htmldate's guess
+        listing = teaser_listing_reason(tree, pm, lines)
+        if listing:
+            return None, "not_article", listing
     site = md.site_name(pm) or (outlet or "")
     jl_people, jl_orgs = md.jsonld_authors(pm)
     authors = choose_authors([jl_people, md.meta_authors(pm)], jl_orgs, site)
@@ -120,7 +127,6 @@ def extract_html(
         authors = [a for a in (extract_author(tree) or "").split(";") if a.strip()]
     title = (choose_title(pm, None, site, outlet, _host(url), authors)
              or (extract_title(tree) or ""))
-    published = md.published_date(pm)
     if not published:
         published = md.iso_date(find_date(tree, url=url, **set_date_params(True)))
     canonical = md.canonical_url(pm, url)
@@ -129,7 +135,6 @@ def extract_html(
     lang = md.language(pm)
     hints = md.syndication_hints(pm, url, canonical)
 
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
     lines = rescue_split_body(tree, lines)
     lines = trim_to_article_body(lines, md.jsonld_field(pm, "articleBody"))
     body = "\n\n".join(lines)
@@ -154,6 +159,101 @@ def extract_html(
                               if hints else None),
     }
     return record, None, None
+
+
+HEADLINE_LINK_MIN_WORDS = 4  # link texts this long are headlines, not navigation
+LISTING_MIN_TEASERS = 3  # distinct headline links whose headline or teaser is in the body
+LISTING_TEASER_SHARE = 0.6  # share of the body's characters in headline/teaser lines
+TEASER_MIN_CHARS = 40  # a card's summary is a sentence; shorter lines are labels ("Next")
+TEASER_MAX_CHARS = 300  # a summary printed under a headline link
+CARD_MAX_CHARS = 600  # a teaser card: one headline link plus a short summary/byline/date
+_BULLET = re.compile(r"^[-•*·]\s+")
+
+
+def _headline_cards(tree: HtmlElement) -> tuple[dict[str, set[str]], dict[str, str]]:
+    """Headline links of the page and the teaser cards around them.
+
+    Returns ({first words: link texts}, {card text: link text}), all folded. A card is the
+    nearest ancestor (up to three levels) of a headline link that holds more text than
+    the link, if it is short and holds no other headline link: the <li>/<article>/<div>
+    of a teaser list. A paragraph with an inline link is such a "card" too, but its text
+    contains the link text, which a teaser summary does not.
+    """
+    k = HEADLINE_LINK_MIN_WORDS
+    heads: dict[str, set[str]] = {}
+    cards: dict[str, str] = {}
+    for a in tree.iter("a"):
+        words = fold_text(a.text_content()).split()
+        if len(words) < k:
+            continue
+        link = " ".join(words)
+        heads.setdefault(" ".join(words[:k]), set()).add(link)
+        node = a
+        for _ in range(3):
+            node = node.getparent()
+            if node is None:
+                break
+            text = fold_text(node.text_content())
+            if len(text) <= len(link) + 20:
+                continue
+            if len(text) <= CARD_MAX_CHARS and sum(
+                len(x.text_content().split()) >= k for x in node.iter("a")
+            ) == 1:
+                cards[text] = link
+            break
+    return heads, cards
+
+
+def teaser_listing_reason(tree: HtmlElement, pm: md.PageMeta, lines: list[str]) -> str | None:
+    """Why the extracted "body" is a list of story teasers, i.e. a section/front page.
+
+    Section and index pages that carry no listing JSON-LD and no tell-tale URL (see
+    md.listing_reason) still look like one to the extractor: a river of teaser cards, each
+    a headline link with a one-line summary, and the extractor keeps the headlines, the
+    summaries or both. A page that declares itself an article (article JSON-LD or
+    og:type article) or states a publication date is never judged here; for the others
+    the body is a listing when most of its text is headline links and teaser summaries
+    (text of a card around a headline link, text printed right under a headline link or
+    cut off with an ellipsis) drawn from several different cards.
+    """
+    if not lines or pm.types() & (md.ARTICLE_TYPES - md.GENERIC_PAGE_TYPES):
+        return None
+    if pm.first("og:type").lower().startswith("article"):
+        return None
+    heads, cards = _headline_cards(tree)
+    if len(heads) < LISTING_MIN_TEASERS:
+        return None
+    blob = "\x00".join(cards)
+    k = HEADLINE_LINK_MIN_WORDS
+    teaser_chars = total = 0
+    hit: set[str] = set()  # headline links whose headline or summary is in the body
+    after_head = False
+    for line in lines:
+        total += len(line)
+        words = fold_text(_BULLET.sub("", line)).split()
+        folded = " ".join(words)
+        head = next((h for h in heads.get(" ".join(words[:k]), ()) if folded.startswith(h)),
+                    None)
+        if head is not None:
+            hit.add(head)
+            teaser_chars += len(line)
+            after_head = True
+            continue
+        card_link = None
+        if len(folded) >= TEASER_MIN_CHARS and folded in blob:
+            card_link = next((lk for c, lk in cards.items() if folded in c and lk not in folded),
+                             None)
+        if card_link is not None:
+            hit.add(card_link)
+            teaser_chars += len(line)
+        elif (after_head and len(line) <= TEASER_MAX_CHARS) or line.endswith(("…", "...")):
+            teaser_chars += len(line)
+        after_head = False
+    share = teaser_chars / total if total else 0.0
+    if len(hit) >= LISTING_MIN_TEASERS and share >= LISTING_TEASER_SHARE:
+        return (f"teaser listing: {len(hit)} headline links, {share:.0%} of the text in "
+                "headlines/teasers, no article declaration or date")
+    return None
 
 
 ARTICLE_BODY_MIN_WORDS = 80  # shorter JSON-LD articleBody values are teasers/paywall stubs

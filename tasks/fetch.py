@@ -61,7 +61,7 @@ from tasks.schema import (
     stable_id,
     utcnow,
 )
-from tasks.sources import FetchSettings, Shard, canonical_url, host_key, split_item
+from tasks.sources import FetchSettings, Shard, canonical_url, file_signature, host_key, split_item
 
 # --- tables ---------------------------------------------------------------------------------
 FETCHES = pa.schema(
@@ -890,11 +890,19 @@ def _fetch_warc(shard: Shard, settings: FetchSettings, state: dict[str, dict[str
     for item in shard.items:
         path, offset, count = split_item(item)
         try:
+            sig = file_signature(path)
             f = open(path, "rb")  # noqa: SIM115 - closed below
             f.seek(offset)
         except OSError as e:
             out.log(item, "read_error", str(e))
             continue
+        if state.get(item, {}).get("content_hash") == sig:
+            # Every record of this slice was read by an earlier, published run and the file
+            # has not changed since: nothing in it can be new, so it is not even opened.
+            f.close()
+            out.log(item, "unchanged", "WARC slice unchanged since it was last loaded")
+            continue
+        n_before = len(out.fetches)
         with f:
             try:
                 for n, r in enumerate(iter_warc_records(f, settings.max_bytes)):
@@ -933,6 +941,11 @@ def _fetch_warc(shard: Shard, settings: FetchSettings, state: dict[str, dict[str
                     out.log(r.url, "ok", None, bytes=len(r.body), **kw)
             except Exception as e:  # noqa: BLE001 - a truncated WARC keeps what was read
                 out.log(str(item), "warc_error", f"{type(e).__name__}: {e}")
+                continue
+        if len(out.fetches) > n_before:  # the slice was read to its end: remember it whole
+            out.state.append({"canonical_url": item, "url": item, "source": shard.source,
+                              "content_hash": sig, "last_status": None,
+                              "last_reason": "ok", "last_fetched": datetime.now(UTC)})
 
 
 def _date(v: Any) -> date | None:

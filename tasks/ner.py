@@ -238,6 +238,18 @@ def nlp(use_gazetteer: bool = True) -> Any:
         "entity_ruler", name="place_ruler", after="ner", config={"overwrite_ents": False}
     )
     after.add_patterns(_place_patterns())
+    ner = pipe.get_pipe("ner")
+    # Labels the gazetteer presets ("PER") are added now rather than on the first document that
+    # has one (spaCy would add them then): the decoder's tables then never change mid-run.
+    for label in sorted(before.labels if use_gazetteer else ()):
+        ner.add_label(label)
+    # blis (thinc's default gemm) falls back to its slow reference kernel on CPUs it does not
+    # know (AMD Zen 4 here); numpy's OpenBLAS gemm gives the same entities at 2-3x the speed.
+    from thinc.api import NumpyOps
+
+    ops = NumpyOps(use_blis=False)
+    for node in ner.model.walk():
+        node.ops = ops
     return pipe
 
 
@@ -380,8 +392,10 @@ def token_spans(doc: Any, use_gazetteer: bool = True) -> list[tuple[int, int, st
 
 def process(texts: Iterable[str]) -> Iterator[tuple[Any, list[tuple[int, int, str]]]]:
     """Run the pipeline in batches; yield each Doc with its token spans (order preserved)."""
-    for doc in nlp().pipe((t[:MAX_CHARS] for t in texts), batch_size=BATCH_SIZE):
-        yield doc, token_spans(doc)
+    pipe = nlp()
+    for batch in _batches(pipe.make_doc(t[:MAX_CHARS]) for t in texts):
+        for doc in analyse(pipe, batch):
+            yield doc, token_spans(doc)
 
 
 def char_spans(doc: Any, spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
@@ -459,9 +473,10 @@ def recognise_tokens(
 
     pipe = nlp(use_gazetteer)
     docs = (Doc(pipe.vocab, words=list(ws) or [" "]) for ws in sentences)
+    done = (doc for batch in _batches(docs) for doc in analyse(pipe, batch))
     return [
         token_spans(doc, use_gazetteer) if ws else []
-        for doc, ws in zip(pipe.pipe(docs, batch_size=BATCH_SIZE), sentences, strict=True)
+        for doc, ws in zip(done, sentences, strict=True)
     ]
 
 
@@ -500,3 +515,316 @@ _PLACE_CUE = re.compile(
     r"\b(village|town|city|settlement|region|province|district)s? (of|near)$", re.I
 )
 _DEMONYM = re.compile(r"(ian|ean|ese|ish|ic|ian's)$")
+
+
+# ------------------------------------------------------------------- batched NER decoding
+# spaCy decodes NER one token per step in compiled code that re-takes the GIL several times per
+# action and state (about 30 us a token here, more than the network itself). The same greedy
+# BILUO decoding written with numpy advances every document of a batch at once, so a step costs
+# a few dozen array operations whatever the batch size. The rules below are spaCy's
+# (spacy/pipeline/_parser_internals/ner.pyx, Begin/In/Last/Unit/Out.is_valid); the scores are
+# the model's own (tok2vec -> precomputed lower layer -> maxout -> upper layer). The result is
+# the same entities as ``ner(doc)``, which tests/test_ner.py checks.
+_TOKENS_PER_TOK2VEC = 8_192  # tok2vec arrays stay cache-sized; whole documents only
+_TOKENS_PER_BATCH = 120_000  # bounds the precomputed features (1.5 kB per token)
+_BEGIN, _IN, _LAST, _UNIT, _OUT = 1, 2, 3, 4, 5
+_MOVE_KIND = {"B": _BEGIN, "I": _IN, "L": _LAST, "U": _UNIT}
+
+
+def _batches(docs: Iterable[Any]) -> Iterator[list[Any]]:
+    """Docs in lists of at most BATCH_SIZE docs and about _TOKENS_PER_BATCH tokens."""
+    batch: list[Any] = []
+    n = 0
+    for doc in docs:
+        if batch and (len(batch) >= BATCH_SIZE or n + len(doc) > _TOKENS_PER_BATCH):
+            yield batch
+            batch, n = [], 0
+        batch.append(doc)
+        n += len(doc)
+    if batch:
+        yield batch
+
+
+def analyse(pipe: Any, docs: list[Any]) -> list[Any]:
+    """Run the pipeline's components over a batch of Docs, NER through the batched decoder."""
+    for name, proc in pipe.pipeline:
+        if name == "ner":
+            _decoder(proc).annotate(docs)
+        else:
+            docs = [proc(doc) for doc in docs]
+    return docs
+
+
+@lru_cache(maxsize=4)
+def _decoder(ner: Any) -> _GreedyNER:
+    return _GreedyNER(ner)
+
+
+@lru_cache(maxsize=1)
+def _blas_threads() -> Any:
+    """numpy's OpenBLAS call setting the calling thread's BLAS thread count, or None.
+
+    Workers each own a core: OpenBLAS helper threads would only spin on the other one."""
+    import ctypes
+    import glob
+    import os
+
+    import numpy
+
+    for lib in glob.glob(os.path.dirname(numpy.__file__) + ".libs/lib*openblas*.so*"):
+        try:
+            fn = ctypes.CDLL(lib).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+        return fn
+    return None
+
+
+class _GreedyNER:
+    """Greedy decoding of a spaCy ``ner`` component over a batch of Docs (see above)."""
+
+    def __init__(self, ner: Any) -> None:
+        self.ner = ner
+        self._n_moves = -1
+
+    def _tables(self) -> None:
+        """Per-class move kind and label index (rebuilt if the component gained labels)."""
+        import numpy as np
+
+        moves = self.ner.moves
+        if moves.n_moves == self._n_moves:
+            return
+        strings = self.ner.vocab.strings
+        kinds, labels = [], []
+        for i in range(moves.n_moves):
+            move, _, label = moves.get_class_name(i).partition("-")
+            kinds.append(_OUT if move == "O" else _MOVE_KIND.get(move, 0))
+            labels.append(label)
+        names = sorted({lab for lab in labels if lab}, key=lambda n: strings[n])  # by hash
+        self.label_hash = np.array([0] + [strings[n] for n in names], dtype=np.uint64)
+        index = {n: i + 1 for i, n in enumerate(names)}
+        self.n_lab = len(names) + 2  # 0: no label, 1..: labels, last: a label no class has
+        self.kind = np.array(kinds, dtype=np.int8)
+        self.lab = np.array([index.get(lab, 0) for lab in labels], dtype=np.int64)
+        self.emits = (self.kind == _LAST) | (self.kind == _UNIT)
+        self._rows: dict[int, Any] = {}
+        self._n_moves = moves.n_moves
+
+    def _valid(self, keys: Any) -> Any:
+        """Valid classes (n_keys x n_classes) for state keys; spaCy's is_valid rules."""
+        import numpy as np
+
+        ent = keys % self.n_lab  # open entity's label index, 0 when none is open
+        tok = keys // self.n_lab
+        t0 = (tok % self.n_lab)[:, None]  # preset label of B0 (only set when B0 is preset B/I)
+        bits = tok // self.n_lab
+        iob0, iob1 = bits & 3, (bits >> 2) & 3
+        has1, ss1, sp0 = (bits >> 4) & 1 == 1, (bits >> 5) & 1 == 1, (bits >> 6) & 1 == 1
+        opened = ent > 0
+        lab = self.lab[None, :]
+        nz = lab != 0
+        eq_t0 = lab == t0
+        eq_ent = lab == ent[:, None]
+
+        def col(x: Any) -> Any:
+            return x[:, None]
+
+        begin = (
+            col(~opened & has1 & (iob0 != 1))
+            & nz
+            & (
+                col((iob0 == 3) & (iob1 == 1)) & eq_t0
+                | col((iob0 != 3) & (iob1 != 3) & ~ss1 & ~sp0)
+            )
+        )
+        inside = (
+            col(opened & has1 & (iob0 != 3) & (iob1 != 3))
+            & nz
+            & eq_ent
+            & (col((iob0 == 1) & (iob1 == 1)) & eq_t0 | col((iob0 != 1) & ~ss1))
+        )
+        preset_last = (iob0 == 1) & (iob1 != 1)
+        not_preset_last = col(~preset_last & (iob1 != 1))
+        last = col(opened) & nz & (col(preset_last) & eq_t0 | not_preset_last & eq_ent)
+        unit = np.where(
+            nz,
+            col(~opened & (iob1 != 1)) & np.where(col(iob0 == 3), eq_t0, col(~sp0)),
+            col((iob0 == 3) & (t0[:, 0] == 0)),
+        )
+        out = col(~opened & (iob0 != 1) & (iob0 != 3))
+        kind = self.kind[None, :]
+        return np.where(
+            kind == _BEGIN,
+            begin,
+            np.where(
+                kind == _IN,
+                inside,
+                np.where(kind == _LAST, last, np.where(kind == _UNIT, unit, (kind == _OUT) & out)),
+            ),
+        )
+
+    def _token_keys(self, docs: list[Any], lens: Any) -> Any:
+        """Per token (as first word of the buffer) the part of the state key it fixes."""
+        import numpy as np
+        from spacy.attrs import ENT_IOB, ENT_TYPE, IS_SPACE, SENT_START
+
+        T = int(lens.sum())
+        arr = np.zeros((T + 1, 4), dtype=np.uint64)
+        last = np.zeros(T, dtype=bool)
+        off = 0
+        for doc, n in zip(docs, lens.tolist(), strict=True):
+            if n:
+                arr[off : off + n] = doc.to_array([ENT_IOB, ENT_TYPE, SENT_START, IS_SPACE])
+                last[off + n - 1] = True
+            off += n
+        iob = arr[:, 0].astype(np.int64)
+        sent_start = arr[:, 2].view(np.int64)
+        iob0 = iob[:T]
+        iob1 = np.where(last, 0, iob[1:])  # past the end: spaCy's empty token
+        ss1 = np.where(last, 0, sent_start[1:]) == 1
+        # preset label of the token, as a label index (only read for preset B/I tokens)
+        types = arr[:T, 1]
+        pos = np.searchsorted(self.label_hash, types).clip(0, len(self.label_hash) - 1)
+        t0 = np.where(self.label_hash[pos] == types, pos, self.n_lab - 1)
+        t0 = np.where((iob0 == 1) | (iob0 == 3), t0, 0)
+        bits = iob0 | iob1 << 2 | (~last).astype(np.int64) << 4 | ss1.astype(np.int64) << 5
+        bits |= (arr[:T, 3] != 0).astype(np.int64) << 6
+        return (bits * self.n_lab + t0) * self.n_lab
+
+    def _features(self, docs: list[Any], lens: Any) -> Any:
+        """The lower layer precomputed for every token: (T + 1, nF, nO, nP), row 0 = padding."""
+        import numpy as np
+
+        model = self.ner.model
+        tok2vec, lower = model.get_ref("tok2vec"), model.get_ref("lower")
+        nF, nO, nP, nI = (lower.get_dim(d) for d in ("nF", "nO", "nP", "nI"))
+        W = lower.get_param("W").reshape((nF * nO * nP, nI))
+        C = np.empty((int(lens.sum()) + 1, nF * nO * nP), dtype=np.float32)
+        C[0] = lower.get_param("pad").reshape(-1)
+        row = 1
+        group: list[Any] = []
+        n = 0
+        for doc in [d for d in docs if len(d)] + [None]:
+            if group and (doc is None or n + len(doc) > _TOKENS_PER_TOK2VEC):
+                X = tok2vec.predict(group)
+                np.dot(X, W.T, out=C[row : row + len(X)])  # PrecomputableAffine's forward
+                row += len(X)
+                group, n = [], 0
+            if doc is not None:
+                group.append(doc)
+                n += len(doc)
+        return C.reshape((-1, nF, nO, nP))
+
+    def predict(self, docs: list[Any]) -> list[list[tuple[int, int, int]]]:
+        """(start, end, label hash) of the entities of each Doc."""
+        import numpy as np
+
+        if self._new_labels(docs):
+            self.ner._ensure_labels_are_added(docs)  # what spaCy's predict() does first
+        self._tables()
+        lens = np.array([len(d) for d in docs], dtype=np.int64)
+        out: list[list[tuple[int, int, int]]] = [[] for _ in docs]
+        if not lens.any():
+            return out
+        threads = _blas_threads()
+        prev = threads(1) if threads else None
+        try:
+            C = self._features(docs, lens)
+        finally:
+            if threads and prev is not None and prev > 0:
+                threads(prev)
+        model = self.ner.model
+        bias = model.get_ref("lower").get_param("b")
+        upper = model.get_ref("upper")
+        WT = np.ascontiguousarray(upper.get_param("W").T)
+        b_up = upper.get_param("b")
+        unseen = sorted(model.attrs["unseen_classes"])
+        tok_key = self._token_keys(docs, lens)
+        n_keys = int(tok_key.max()) + self.n_lab
+        key_row = np.full(n_keys, -1, dtype=np.int64)
+        rows: list[Any] = []
+        valid_rows = np.zeros((0, len(self.kind)), dtype=bool)
+        any_valid = np.zeros(0, dtype=bool)
+        kind, lab, emits, label_hash = self.kind, self.lab, self.emits, self.label_hash
+        # one entry per unfinished document
+        doc_i = np.flatnonzero(lens)
+        starts = np.concatenate(([0], np.cumsum(lens)[:-1]))
+        g = starts[doc_i]  # global index of the buffer's first token (B0)
+        end = g + lens[doc_i]
+        ent = np.zeros(len(doc_i), dtype=np.int64)  # label index of the open entity, 0 = none
+        ent_row = np.zeros(len(doc_i), dtype=np.int64)  # its first token's feature row
+        neg_inf = np.float32(-np.inf)
+        while len(g):
+            keys = tok_key[g] + ent
+            r = key_row[keys]
+            if (r < 0).any():
+                new = np.unique(keys[r < 0])
+                key_row[new] = np.arange(len(valid_rows), len(valid_rows) + len(new))
+                rows.append(self._valid(new))
+                valid_rows = np.concatenate(rows)
+                any_valid = valid_rows.any(axis=1)
+                r = key_row[keys]
+            opened = ent > 0
+            # features: B0, the open entity's first token, B0 - 1 inside an entity (+1: padding)
+            H = C[g + 1, 0] + C[ent_row, 1]
+            H += C[g * opened, 2]
+            H += bias
+            scores = H.max(axis=2) @ WT
+            scores += b_up
+            if unseen:
+                scores[:, unseen] = scores.min()
+            scores = np.where(valid_rows[r], scores, neg_inf)
+            guess = scores.argmax(axis=1)
+            stuck = ~any_valid[r]
+            k = kind[guess]
+            if stuck.any():  # no valid move: spaCy forces the state to its end
+                k[stuck] = 0
+            begin = k == _BEGIN
+            if begin.any():
+                ent = np.where(begin, lab[guess], ent)
+                ent_row = np.where(begin, g + 1, ent_row)
+            for j in np.flatnonzero(emits[guess] & ~stuck).tolist():
+                i = int(doc_i[j])
+                b0 = int(g[j] - starts[i])
+                if k[j] == _UNIT:
+                    out[i].append((b0, b0 + 1, int(label_hash[lab[guess[j]]])))
+                else:
+                    s = int(ent_row[j] - 1 - starts[i])
+                    out[i].append((s, b0 + 1, int(label_hash[ent[j]])))
+                    ent[j] = 0
+                    ent_row[j] = 0
+            g += 1
+            if stuck.any():
+                g[stuck] = end[stuck]
+            done = g >= end
+            if done.any():
+                keep = ~done
+                doc_i, g, end, ent, ent_row = (a[keep] for a in (doc_i, g, end, ent, ent_row))
+        return out
+
+    def _new_labels(self, docs: list[Any]) -> bool:
+        """True when some preset entity has a label the component lacks (spaCy then adds it)."""
+        import numpy as np
+        from spacy.attrs import ENT_TYPE
+
+        self._tables()
+        known = set(self.label_hash.tolist())
+        for doc in docs:
+            if len(doc) and not set(np.unique(doc.to_array(ENT_TYPE)).tolist()) <= known:
+                return True
+        return False
+
+    def annotate(self, docs: list[Any]) -> None:
+        """Set each Doc's entities as the component's own ``set_annotations`` would."""
+        from spacy.attrs import ENT_KB_ID
+        from spacy.tokens import Span
+
+        for doc, ents in zip(docs, self.predict(docs), strict=True):
+            if not len(doc):
+                continue
+            if ents:
+                kb = doc.to_array(ENT_KB_ID)
+                spans = [Span(doc, s, e, label=lab, kb_id=int(kb[s])) for s, e, lab in ents]
+                doc.set_ents(spans, default="unmodified")
+            doc.set_ents(list(doc.ents), default="outside")  # tokens left unset become O

@@ -74,7 +74,8 @@ ARTICLES_CORE = pa.schema(
         ("description", pa.string()),
         ("body", pa.large_string()),  # plain text, paragraphs separated by "\n\n"
         ("origin_credit", pa.string()),  # "Originally published on X" / "(AP)" etc. found by clean
-        ("syndication_hints", pa.string()),  # JSON: isBasedOn, sourceOrganization, canonical host...
+        # JSON: isBasedOn, sourceOrganization, canonical host...
+        ("syndication_hints", pa.string()),
         ("content_hash", pa.string()),  # hash of normalised body (set by clean)
         ("fetched_at", TS),
         ("run_id", pa.string()),

@@ -7,6 +7,7 @@ parent process's memory flat whatever the run size, and keeps Prefect/DuckDB out
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def extract_clean_shard(
     n_pages = pages.num_rows if pages is not None else 0
     parts = []
     ex_rejects = REJECTS.empty_table()
+    t0 = time.process_time()
     if pages is not None and n_pages:
         extracted, ex_rejects = extract_batch(pages, run_id)
         parts.append(conform(extracted, ARTICLES_CORE))
@@ -52,8 +54,10 @@ def extract_clean_shard(
         n_pre = pre.num_rows
         parts.append(pre)
     raw = pa.concat_tables(parts) if parts else ARTICLES_CORE.empty_table()
+    t1 = time.process_time()
     cleaned, cl_rejects = clean_batch(raw, run_id) if raw.num_rows else (raw, REJECTS.empty_table())
     cleaned = conform(cleaned, ARTICLES_CORE)
+    t2 = time.process_time()
     write_table(cleaned, out / "clean" / f"{shard_id}.parquet")
     write_table(conform(ex_rejects, REJECTS), out / "rejects" / f"extract-{shard_id}.parquet")
     write_table(conform(cl_rejects, REJECTS), out / "rejects" / f"clean-{shard_id}.parquet")
@@ -64,7 +68,12 @@ def extract_clean_shard(
             "out": raw.num_rows,
             "rejected": reason_counts(ex_rejects),
         },
-        "clean": {"in": raw.num_rows, "out": cleaned.num_rows, "rejected": reason_counts(cl_rejects)},
+        "clean": {
+            "in": raw.num_rows,
+            "out": cleaned.num_rows,
+            "rejected": reason_counts(cl_rejects),
+        },
+        "seconds": {"extract": t1 - t0, "clean": t2 - t1},
     }
 
 
@@ -88,3 +97,36 @@ def enrich_shard(clean_path: str, out_dir: str, shard_id: str, run_id: str) -> d
         },
         "tables": {k: v.num_rows for k, v in result.tables.items()},
     }
+
+
+def process_shard(
+    pages_path: str | None, articles_path: str | None, out_dir: str, shard_id: str, run_id: str
+) -> dict:
+    """Extract, clean and enrich one shard in one worker visit.
+
+    Enrichment does not depend on dedup (related articles are derived later, in SQL), so a
+    shard goes straight from clean to enrich in the same process: no second round trip
+    through Parquet and the pool, and every core stays busy while other shards are still
+    being fetched. Two copies of one canonical URL inside the shard are resolved here, by the
+    same rule the run applies across shards, so enrichment never runs twice for one article.
+    ``seconds`` is CPU time per stage in this worker, summed by the flow into the stage report.
+    """
+    from tasks.canonical import drop_duplicate_ids
+
+    res = extract_clean_shard(pages_path, articles_path, out_dir, shard_id, run_id)
+    t1 = time.process_time()
+    out = Path(out_dir)
+    clean_path = out / "clean" / f"{shard_id}.parquet"
+    cleaned = pq.read_table(clean_path)
+    kept, dup = drop_duplicate_ids(cleaned, run_id)
+    if dup.num_rows:
+        write_table(kept, clean_path)
+        write_table(conform(dup, REJECTS), out / "rejects" / f"dedup-local-{shard_id}.parquet")
+    res["canonical_rejects"] = dup.num_rows
+    if kept.num_rows:
+        res.update(enrich_shard(str(clean_path), out_dir, shard_id, run_id))
+    else:
+        res["enrich"] = {"in": 0, "out": 0, "rejected": {}}
+        res["tables"] = {}
+    res["seconds"]["enrich"] = time.process_time() - t1
+    return res

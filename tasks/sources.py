@@ -77,7 +77,7 @@ class FetchSettings:
     max_revisit_s: float = 7 * 86400.0  # unchanged pages back off (doubling) up to this
     shard_size: int = 50
     max_sitemap_depth: int = 3  # sitemap index nesting
-    file_shard_records: int = 2000  # WARC responses / JSONL lines per shard of a big file
+    file_shard_records: int = 200  # WARC responses / JSONL lines per shard of a big file
     split_files_over_bytes: int = 16_000_000  # smaller WARC/JSONL files are one shard
     host_state_dir: str | None = None  # shared dir for per-host locks; default: system temp
 
@@ -563,6 +563,38 @@ def _record_starts(path: str, kind: str, per_shard: int) -> list[tuple[int, int]
     return list(zip(starts, counts, strict=True))
 
 
+def file_signature(path: str) -> str:
+    """Size and mtime of a file: an unchanged signature means unchanged records."""
+    st = os.stat(path)
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _cached_record_starts(path: str, kind: str, settings: FetchSettings) -> list[tuple[int, int]]:
+    """_record_starts, remembered per file signature in the machine's newsflow temp dir.
+
+    Finding record offsets decompresses the whole file; a daily run over the same archive
+    would pay that again for nothing. The cache is derived data (losing it costs one pass).
+    """
+    import hashlib
+    import json
+
+    key = hashlib.sha1(
+        f"{os.path.abspath(path)}|{file_signature(path)}|{kind}|{settings.file_shard_records}"
+        .encode()
+    ).hexdigest()
+    cache = settings.host_dir() / "record-starts" / f"{key}.json"
+    try:
+        return [tuple(x) for x in json.loads(cache.read_text(encoding="utf-8"))]
+    except (OSError, ValueError):
+        pass
+    starts = _record_starts(path, kind, settings.file_shard_records)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(starts), encoding="utf-8")
+    tmp.replace(cache)
+    return starts
+
+
 def _file_shards(src: Source, settings: FetchSettings, shard_size: int) -> list[Shard]:
     inc = [re.compile(r) for r in src.include]
     exc = [re.compile(r) for r in src.exclude]
@@ -577,7 +609,7 @@ def _file_shards(src: Source, settings: FetchSettings, shard_size: int) -> list[
         groups = list(_chunks(files, shard_size))
     elif os.path.getsize(src.location) > settings.split_files_over_bytes:
         groups = [[f"{src.location}::{off}:{count}"] for off, count in
-                  _record_starts(src.location, src.kind, settings.file_shard_records)]
+                  _cached_record_starts(src.location, src.kind, settings)]
     else:  # a small WARC / JSONL file is one shard; the reader streams it
         groups = [[src.location]]
     return [Shard(stable_id(src.name, src.kind, *g), src.name, src.kind, src.outlet, g,

@@ -9,15 +9,20 @@ Signals, strongest first (the first one that names a member of the cluster wins)
 
 1. ``is_based_on``: JSON-LD ``isBasedOn`` URL of a copy equals a member's URL;
 2. ``canonical``: a copy's rel=canonical points to another host, at a member's URL;
-3. ``origin_credit``: "Originally published on X" / "Original article source: X" captured by
-   the clean stage names a member's outlet;
+3. ``origin_credit``: a credit line ("Originally published on X", "Original article source: X")
+   captured by the clean stage (``origin_credit``) or still at the end of the body (dedup's
+   ``footer_credit``) names a member's outlet, or a member's *headline* (syndication footers
+   often name the original by its headline); a headline names the member carrying it that
+   credits no one else itself, full copies before teasers;
 4. ``source_organization``: JSON-LD ``sourceOrganization`` names a member's outlet;
 5. ``agency_credit``: "(AP)", "Reuters" credit names a member's outlet;
-6. ``earliest``: earliest publication date (then first seen, then article id).
+6. ``earliest``: earliest publication date (then the exact publication time when known, then
+   first seen, then article id).
 
 When copies credit an outlet that is not in the warehouse, that outlet is still reported as
-``original_outlet`` and the edges point to no article (``original_article_id`` null). No
-Prefect and no DuckDB here.
+``original_outlet`` and the edges point to no article (``original_article_id`` null); a credit
+that matches nothing and reads like a headline (more than ``_MAX_OUTLET_WORDS`` words) names no
+outlet and is ignored. No Prefect and no DuckDB here.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
@@ -48,6 +53,16 @@ _AGENCY = re.compile(
     re.IGNORECASE,
 )
 _GENERIC_LABELS = {"www", "m", "amp", "mobile", "news", "com", "org", "net", "co", "uk", "de"}
+_MAX_OUTLET_WORDS = 6  # longer credits are headlines, not outlet names
+# a credit footer left at the end of the body (sometimes glued to the last sentence:
+# "... in recent weeks.Original article source: <headline>"); the value runs to the line end
+_FOOTER_CREDIT = re.compile(
+    r"(?:^|(?<=[.!?\"\u201d\u2019]))\s*"
+    r"(?:original article source|(?:this |the )?(?:article|story) (?:was )?(?:originally|first) "
+    r"(?:published|appeared) (?:on|in|at|by)|originally published (?:on|in|at|by))"
+    r"\s*:?\s*(?P<v>[^\n]{2,200}?)[\s.]*$",
+    re.IGNORECASE,
+)
 
 
 @cache
@@ -146,6 +161,8 @@ def parse_hints(hints: str | dict | None) -> dict[str, list[str]]:
         lk = re.sub(r"[^a-z]", "", k.lower())
         if lk in ("isbasedon", "isbasedonurl", "basedon"):
             out["is_based_on"].extend(values(v, ("url", "@id", "sameAs")))
+        elif lk in ("originalsource", "syndicationsource"):  # <meta name=original-source>
+            out["is_based_on"].extend(u for u in values(v, ("url", "@id")) if "://" in u)
         elif lk in ("sourceorganization", "sourceorg", "provider"):
             out["source_organization"].extend(values(v, ("name", "legalName", "url")))
         elif lk in ("canonical", "canonicalurl", "canonicalhost"):
@@ -153,18 +170,54 @@ def parse_hints(hints: str | dict | None) -> dict[str, list[str]]:
     return out
 
 
+def footer_credit(body: str | None) -> str | None:
+    """The credit named by a syndication footer on the last line of ``body`` (an outlet or
+    the original's headline), e.g. "Original article source: <headline>"; None if none."""
+    if not body:
+        return None
+    last = body[-600:].rstrip()[-400:].rsplit("\n", 1)[-1]
+    m = _FOOTER_CREDIT.search(last)
+    if m is None:
+        return None
+    return m.group("v").strip(" \"'\u201c\u201d") or None
+
+
+_NO_TIME = datetime.max.replace(tzinfo=UTC)
+
+
+def _aware(t: Any) -> datetime:
+    if not isinstance(t, datetime):
+        return _NO_TIME
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
 def _order_key(m: dict) -> tuple:
     pub = m.get("published")
-    seen = m.get("first_seen")
     return (
         pub if isinstance(pub, date) else date.max,
-        seen if isinstance(seen, datetime) else datetime.max.replace(tzinfo=None),
+        _aware(m.get("published_at")),
+        _aware(m.get("first_seen")),
         m.get("article_id") or "",
     )
 
 
+def _title_key(text: str | None) -> tuple[str, ...]:
+    return tuple(re.findall(r"\w+", (text or "").casefold()))
+
+
+def _same_title(credit: tuple[str, ...], title: tuple[str, ...]) -> bool:
+    """A credited headline names this title: equal words, or one cut short / suffixed."""
+    if not credit or not title:
+        return False
+    if credit == title:
+        return True
+    short, long_ = (credit, title) if len(credit) <= len(title) else (title, credit)
+    return len(short) >= 6 and long_[: len(short)] == short
+
+
 def _claims(m: dict) -> list[tuple[str, str, str]]:
-    """(signal, kind 'url'|'name', value) credit claims one copy makes about its original."""
+    """(signal, kind, value) credit claims one copy makes about its original; kind 'url' (a
+    member's URL), 'name' (an outlet) or 'credit' (an outlet or a member's headline)."""
     out: list[tuple[str, str, str]] = []
     hints = parse_hints(m.get("syndication_hints"))
     out += [("is_based_on", "url", u) for u in hints["is_based_on"]]
@@ -172,12 +225,29 @@ def _claims(m: dict) -> list[tuple[str, str, str]]:
     for c in hints["canonical"] + [m.get("canonical_url") or ""]:
         if c and _host(c) and own_host and _host(c) != own_host:
             out.append(("canonical", "url", c))
-    credit = (m.get("origin_credit") or "").strip()
-    if credit:
-        sig = "agency_credit" if _AGENCY.match(credit) else "origin_credit"
-        out.append((sig, "name", credit))
+    credits = [m.get("origin_credit"), m.get("footer_credit")]
+    for credit in dict.fromkeys((c or "").strip() for c in credits):
+        if credit:
+            sig = "agency_credit" if _AGENCY.match(credit) else "origin_credit"
+            out.append((sig, "credit", credit))
     out += [("source_organization", "name", n) for n in hints["source_organization"]]
     return out
+
+
+def _credits_other(m: dict, claims: list[tuple[str, str, str]]) -> bool:
+    """Does this copy credit someone else (a claim that does not name its own page or outlet)?"""
+    own_urls = {_norm_url(m.get("url")), _norm_url(m.get("canonical_url"))} - {""}
+    own_keys = outlet_keys(m.get("outlet")) | outlet_keys(_host(m.get("url")))
+    own_title = _title_key(m.get("title"))
+    for _signal, kind, value in claims:
+        if kind == "url":
+            if _norm_url(value) not in own_urls:
+                return True
+        elif not (outlet_keys(value) & own_keys) and not (
+            kind == "credit" and _same_title(_title_key(value), own_title)
+        ):
+            return True
+    return False
 
 
 def attribute(members: list[dict]) -> tuple[dict, list[dict]]:
@@ -201,10 +271,21 @@ def attribute(members: list[dict]) -> tuple[dict, list[dict]]:
         for k in outlet_keys(m.get("outlet")) | outlet_keys(_host(m.get("url"))):
             by_outlet.setdefault(k, m)
 
+    claims = {m["article_id"]: _claims(m) for m in members}
+    # who may be named by its headline: a copy crediting someone else is not an original,
+    # and a teaser is never the original of a full story
+    by_title = sorted(
+        members,
+        key=lambda m: (
+            _credits_other(m, claims[m["article_id"]]),
+            m.get("dup_kind") == "teaser",
+            _order_key(m),
+        ),
+    )
     resolved: dict[str, list[dict]] = {s: [] for s in SIGNALS}
     external: dict[str, Counter] = {s: Counter() for s in SIGNALS}
     for m in members:
-        for signal, kind, value in _claims(m):
+        for signal, kind, value in claims[m["article_id"]]:
             target = None
             if kind == "url":
                 target = by_url.get(_norm_url(value))
@@ -215,6 +296,18 @@ def attribute(members: list[dict]) -> tuple[dict, list[dict]]:
                         target = by_outlet[k]
                         break
                 label = value.strip()
+                if target is None and kind == "credit":
+                    words = _title_key(value)
+                    target = next(
+                        (
+                            t
+                            for t in by_title
+                            if t is not m and _same_title(words, _title_key(t.get("title")))
+                        ),
+                        None,
+                    )
+                    if len(words) > _MAX_OUTLET_WORDS:
+                        label = ""  # a headline of no member: it names no outlet
             if target is not None and target is not m:
                 resolved[signal].append(target)
             elif target is None and label:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -71,10 +73,71 @@ def test_wire_copyright_is_a_credit_but_own_copyright_is_not() -> None:
     assert own["origin_credit"] is None and own["body"] == PROSE
 
 
-def test_agency_dateline_is_credited_and_kept() -> None:
-    cleaned, _ = clean_record(_record(f"OTTAWA (AP) — {PROSE}"))
-    assert cleaned["origin_credit"] == "AP"
-    assert cleaned["body"].startswith("OTTAWA (AP) —")
+@pytest.mark.parametrize(("dateline", "agency"), [
+    ("OTTAWA (AP) — ", "AP"),
+    ("WASHINGTON (AP) -- ", "AP"),
+    ("LONDON (Reuters) - ", "Reuters"),
+    ("LONDON, March 10 (Reuters) - ", "Reuters"),
+    ("ST. JOSEPH, Mich. (AP) — ", "AP"),
+    ("Berlin (dpa) - ", "dpa"),
+    ("Rio de Janeiro (Reuters) – ", "Reuters"),
+    ("(AFP) — ", "AFP"),
+    ("KYIV, Ukraine (Northwire) — ", "Northwire"),
+    ("HARBOR CITY (Coastal Press Service) —", "Coastal Press Service"),
+])
+def test_agency_dateline_is_credited_and_kept_in_the_lede(dateline: str, agency: str) -> None:
+    cleaned, _ = clean_record(_record(f"{dateline}{PROSE}\n\n{PROSE.upper()}"))
+    assert cleaned["origin_credit"] == agency
+    first = cleaned["body"].split("\n\n")[0]
+    assert first.startswith(dateline.strip()) and first.endswith(PROSE)
+
+
+@pytest.mark.parametrize("opening", [
+    "WASHINGTON — ",  # a dateline without agency names no syndication source
+    "The agency (AP) — ",  # not a place
+    "Officials said (Reuters) - ",
+    "Amigo & amigo (Australia) – ",
+])
+def test_text_that_is_not_an_agency_dateline_is_kept(opening: str) -> None:
+    cleaned, _ = clean_record(_record(f"{opening}{PROSE}"))
+    assert cleaned["body"] == f"{opening}{PROSE}"
+    assert cleaned["origin_credit"] is None
+
+
+def test_a_dateline_printed_as_its_own_line_is_dropped() -> None:
+    cleaned, _ = clean_record(_record(f"KYIV, Ukraine (Northwire) —\n\n{PROSE}"))
+    assert cleaned["body"] == PROSE and cleaned["origin_credit"] == "Northwire"
+
+
+def test_source_footer_glued_to_the_last_paragraph_is_split_off() -> None:
+    body = f"{PROSE}Original article source: Council backs cycle lanes in eastern districts"
+    cleaned, _ = clean_record(_record(body))
+    assert cleaned["body"] == PROSE
+    assert cleaned["origin_credit"] == "Council backs cycle lanes in eastern districts"
+    glued = f"{PROSE} This article was originally published on The Conversation."
+    cleaned, _ = clean_record(_record(glued))
+    assert cleaned["body"] == PROSE and cleaned["origin_credit"] == "The Conversation"
+
+
+def test_credit_like_words_inside_prose_are_kept() -> None:
+    body = (f"{PROSE} The study was originally published in Nature. Its original article "
+            "source: the city archive.")
+    cleaned, _ = clean_record(_record(body))
+    assert cleaned["body"] == body and cleaned["origin_credit"] is None
+
+
+CLEAN_FIXTURES = sorted((Path(__file__).parent / "fixtures" / "clean").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", CLEAN_FIXTURES, ids=[p.stem for p in CLEAN_FIXTURES])
+def test_clean_golden_fixture(path: Path) -> None:
+    """tests/fixtures/clean/<name>.json: a record (overrides of _record) and the expected
+    cleaned fields."""
+    case = json.loads(path.read_text(encoding="utf-8"))
+    rec = dict(case["record"])
+    cleaned, reason = clean_record(_record(rec.pop("body"), **rec))
+    assert reason is None
+    assert {k: cleaned[k] for k in case["expected"]} == case["expected"]
 
 
 def test_headline_repeated_as_first_body_line_is_dropped() -> None:

@@ -1,8 +1,9 @@
 """Extraction behaviour users rely on, checked against golden pages the project owns.
 
-Each ``tests/fixtures/pages/<name>.html`` is a hand-written page in the style of the news and
-aggregator pages we scrape; ``<name>.expected.json`` holds the reviewed output of
-extract + clean. When a change to the output is intended, regenerate and review the diff:
+Each ``tests/fixtures/pages/<name>.html`` and ``tests/fixtures/extract/<name>.html`` is a
+hand-written page in the style of the news and aggregator pages we scrape;
+``<name>.expected.json`` next to it holds the reviewed output of extract + clean. When a
+change to the output is intended, regenerate and review the diff:
 
     .venv/bin/python tests/test_extract.py --update
 """
@@ -27,6 +28,7 @@ from tasks.extract import extract_batch, extract_html  # noqa: E402
 from tasks.schema import ARTICLES_CORE, PAGES, REJECTS, stable_id  # noqa: E402
 
 PAGES_DIR = Path(__file__).parent / "fixtures" / "pages"
+EXTRACT_DIR = Path(__file__).parent / "fixtures" / "extract"
 GOLDEN_FIELDS = ("title", "authors", "published", "language", "canonical_url", "site_name",
                  "origin_credit", "syndication_hints", "body")
 
@@ -35,9 +37,9 @@ def _url(name: str) -> str:
     return f"https://news.example.org/2025/{name}"
 
 
-def run_page(name: str) -> dict:
+def run_page(name: str, folder: Path = PAGES_DIR) -> dict:
     """extract + clean one fixture page into the golden-file shape."""
-    html = (PAGES_DIR / f"{name}.html").read_text(encoding="utf-8")
+    html = (folder / f"{name}.html").read_text(encoding="utf-8")
     record, reason, _ = extract_html(html, _url(name))
     if record is None:
         return {"reject_reason": reason}
@@ -49,13 +51,53 @@ def run_page(name: str) -> dict:
     return out
 
 
-CASES = sorted(p.name.removesuffix(".html") for p in PAGES_DIR.glob("*.html"))
+CASES = [(d, p.name.removesuffix(".html")) for d in (PAGES_DIR, EXTRACT_DIR)
+         for p in sorted(d.glob("*.html"))]
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_page_matches_golden_file(name: str) -> None:
-    expected = json.loads((PAGES_DIR / f"{name}.expected.json").read_text(encoding="utf-8"))
-    assert run_page(name) == expected
+@pytest.mark.parametrize(("folder", "name"), CASES,
+                         ids=[f"{d.name}/{n}" for d, n in CASES])
+def test_page_matches_golden_file(folder: Path, name: str) -> None:
+    expected = json.loads((folder / f"{name}.expected.json").read_text(encoding="utf-8"))
+    assert run_page(name, folder) == expected
+
+
+def test_section_index_page_is_rejected_as_not_article() -> None:
+    """A section front (og:type website, no date, a river of headline links with teasers)
+    has no article JSON-LD or listing URL to give it away; its body does."""
+    html = (EXTRACT_DIR / "section_front.html").read_text(encoding="utf-8")
+    record, reason, detail = extract_html(html, "https://news.example.org/business/")
+    assert record is None and reason == "not_article"
+    assert "headline links" in (detail or "")
+
+
+def test_a_declared_article_made_of_linked_items_is_kept() -> None:
+    """A roundup whose paragraphs start with headline links is still an article when the
+    page says so (article JSON-LD / og:type article / a publication date)."""
+    html = (EXTRACT_DIR / "section_front.html").read_text(encoding="utf-8")
+    declared = html.replace(
+        '<meta property="og:type" content="website">',
+        '<meta property="og:type" content="article">'
+        '<meta property="article:published_time" content="2025-04-02T08:00:00Z">')
+    record, reason, _ = extract_html(declared, "https://news.example.org/business/roundup")
+    assert reason is None and record is not None
+    assert "Ferry operator orders four electric boats" in record["body"]
+
+
+def test_undeclared_article_with_inline_and_related_links_is_kept() -> None:
+    got = run_page("plain_article_with_links", EXTRACT_DIR)
+    assert "reject_reason" not in got
+    assert got["body"].startswith("When the last tram left the depot")
+
+
+def test_wire_dateline_and_glued_source_footer_become_the_credit() -> None:
+    got = run_page("wire_copy_dateline_footer", EXTRACT_DIR)
+    # the dateline stays in the lede as published; the glued footer is cut off
+    assert got["body"].startswith("NAIROBI, Kenya (Eastwire) — Kenya's central bank left")
+    assert got["body"].endswith("tea and flower exports.")
+    assert "Original article source" not in got["body"]
+    # the agency (an outlet dedup can attribute to) wins over the footer's headline
+    assert got["origin_credit"] == "Eastwire"
 
 
 def _pages(rows: list[dict]) -> pa.Table:
@@ -124,9 +166,9 @@ def test_batch_called_from_a_worker_thread_still_enforces_the_time_limit() -> No
 
 
 def update_golden_files() -> None:
-    for name in CASES:
-        path = PAGES_DIR / f"{name}.expected.json"
-        path.write_text(json.dumps(run_page(name), ensure_ascii=False, indent=2) + "\n",
+    for folder, name in CASES:
+        path = folder / f"{name}.expected.json"
+        path.write_text(json.dumps(run_page(name, folder), ensure_ascii=False, indent=2) + "\n",
                         encoding="utf-8")
         print(f"wrote {path}")
 

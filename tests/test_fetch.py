@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import threading
 import time
 from datetime import timedelta
@@ -544,3 +545,24 @@ def test_host_gate_defer_applies_to_every_worker(tmp_path):
     t0 = time.monotonic()
     with HostGate(tmp_path).request("h:80", 0.0):
         assert time.monotonic() - t0 >= 0.18
+
+
+def test_unchanged_warc_slice_is_not_read_again(settings, tmp_path):
+    from tasks.fetch import state_dict
+
+    path = tmp_path / "CC-NEWS-sample.warc.gz"
+    _cc_news_warc(path)
+    shard = Shard("s", "ccnews", "warc", "CC", [str(path)])
+    first = fetch_shard(shard, settings, {}, "r1", tmp_path / "arch")
+    state = state_dict(first.state)
+    second = fetch_shard(shard, settings, state, "r2", tmp_path / "arch")
+    assert second.pages.num_rows == 0
+    assert second.fetches.select(["url", "reason"]).to_pylist() == [
+        {"url": str(path), "reason": "unchanged"}
+    ]
+    # a rewritten file (new size/mtime) is read again; its known pages are still 'unchanged'
+    os.utime(path, ns=(1, 1))
+    third = fetch_shard(shard, settings, state, "r3", tmp_path / "arch")
+    assert third.pages.num_rows == 0
+    assert reasons(third) == {"a": "unchanged", "logo.png": "content_type",
+                              "gone": "http_error", "b": "unchanged"}

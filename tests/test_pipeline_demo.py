@@ -30,11 +30,16 @@ def demo_runs(prefect_harness, tmp_path_factory):
         first = ingest(sources_path=str(sources), home=str(home), workers=2)
         requests_first = list(site.requests)
         second = ingest(sources_path=str(sources), home=str(home), workers=2)
-        requests_second = list(site.requests[len(requests_first):])
+        requests_second = list(site.requests[len(requests_first) :])
     con = duckdb.connect(str(home / "newsflow.duckdb"), read_only=True)
     yield {
-        "home": home, "base": site.base_url, "first": first, "second": second,
-        "requests_first": requests_first, "requests_second": requests_second, "con": con,
+        "home": home,
+        "base": site.base_url,
+        "first": first,
+        "second": second,
+        "requests_first": requests_first,
+        "requests_second": requests_second,
+        "con": con,
     }
     con.close()
 
@@ -50,7 +55,6 @@ def test_first_run_publishes(demo_runs):
     assert n >= 30
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (issue 4): the demo's teaser copy does not yet join its wire story's cluster")
 def test_syndicated_copies_share_one_cluster(demo_runs):
     arts = _by_path(demo_runs["con"], demo_runs["base"])
     for story, paths in EXPECTED["multi_copy_stories"].items():
@@ -67,7 +71,6 @@ def test_same_topic_different_stories_stay_apart(demo_runs):
         assert arts[f["path"]]["cluster_id"] != arts[f["background_from"]]["cluster_id"]
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (issue 4): attribution picks a republisher for one demo wire story")
 def test_wire_original_is_attributed(demo_runs):
     con, base = demo_runs["con"], demo_runs["base"]
     arts = _by_path(con, base)
@@ -82,7 +85,6 @@ def test_wire_original_is_attributed(demo_runs):
         assert outlet == EXPECTED["articles"][original[0]]["outlet"]
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (issue 3): a few demo junk lines (photo credits, datelines) survive clean")
 def test_junk_lines_are_gone(demo_runs):
     bodies = [r[0] for r in demo_runs["con"].execute("SELECT body FROM articles").fetchall()]
     left = [j for j in EXPECTED["junk_lines"] if any(j in b for b in bodies)]
@@ -93,13 +95,16 @@ def test_disallowed_page_never_fetched(demo_runs):
     fetched = {p for _, p in demo_runs["requests_first"] + demo_runs["requests_second"]}
     for path in EXPECTED["disallowed_paths"]:
         assert path not in fetched
-    reasons = demo_runs["con"].execute(
-        "SELECT reason FROM rejects WHERE url LIKE ?", ["%" + EXPECTED["disallowed_paths"][0]]
-    ).fetchall()
+    reasons = (
+        demo_runs["con"]
+        .execute(
+            "SELECT reason FROM rejects WHERE url LIKE ?", ["%" + EXPECTED["disallowed_paths"][0]]
+        )
+        .fetchall()
+    )
     assert reasons and "robots" in reasons[0][0]
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (issue 3): the demo's section index page is extracted as an article")
 def test_broken_and_non_article_pages_are_rejected_with_reason(demo_runs):
     con, base = demo_runs["con"], demo_runs["base"]
     for path in EXPECTED["broken_paths"] + EXPECTED["not_article_paths"]:
@@ -108,7 +113,9 @@ def test_broken_and_non_article_pages_are_rejected_with_reason(demo_runs):
         ).fetchall()
         assert rows, f"{path} not in rejects"
         assert all(reason for _, reason in rows)
-    assert not set(_by_path(con, base)) & set(EXPECTED["broken_paths"] + EXPECTED["not_article_paths"])
+    assert not set(_by_path(con, base)) & set(
+        EXPECTED["broken_paths"] + EXPECTED["not_article_paths"]
+    )
 
 
 def test_entities_group_name_variants(demo_runs):
@@ -130,10 +137,14 @@ def test_entities_group_name_variants(demo_runs):
 
 
 def test_entity_offsets_point_at_mentions(demo_runs):
-    rows = demo_runs["con"].execute(
-        "SELECT a.body, e.mention, e.start, e.\"end\" FROM article_entities e "
-        "JOIN articles a USING (article_id) LIMIT 500"
-    ).fetchall()
+    rows = (
+        demo_runs["con"]
+        .execute(
+            'SELECT a.body, e.mention, e.start, e."end" FROM article_entities e '
+            "JOIN articles a USING (article_id) LIMIT 500"
+        )
+        .fetchall()
+    )
     assert rows
     for body, mention, start, end in rows:
         assert body[start:end] == mention

@@ -208,3 +208,21 @@ def test_every_suite_loads_and_names_real_expectations():
 def test_unknown_stage_names_the_known_suites():
     with pytest.raises(ValueError, match="known suites are .*clean"):
         load_suite("cleaning")
+
+
+def test_fetch_suite_reason_vocabulary_is_the_fetchers():
+    """The fetch suite's closed set of reasons must be exactly what the fetcher can emit."""
+    import json
+    from pathlib import Path
+
+    from tasks.fetch import FETCH_REASONS
+
+    suite = json.loads(
+        (Path(__file__).parents[1] / "expectations" / "fetch.json").read_text(encoding="utf-8")
+    )
+    sets = [
+        x["kwargs"]["value_set"]
+        for x in suite["expectations"]
+        if x["type"] == "expect_column_values_to_be_in_set" and x["kwargs"]["column"] == "reason"
+    ]
+    assert sets and set(sets[0]) == set(FETCH_REASONS)

@@ -59,7 +59,9 @@ def test_failed_load_leaves_previous_state(tmp_path):
     wh = Warehouse(tmp_path)
     con = wh.connect()
     wh.load(con, {"articles": [_articles("r1", {"http://a.test/1": "One."})]}, run_id="r1")
-    bad = pa.table({"stage": ["clean"], "reason": ["x"], "item_id": ["i"], "rejected_at": ["not a time"]})
+    bad = pa.table(
+        {"stage": ["clean"], "reason": ["x"], "item_id": ["i"], "rejected_at": ["not a time"]}
+    )
     with pytest.raises(duckdb.Error):
         wh.load(
             con,

@@ -62,7 +62,7 @@ class DuckDBHistory:
                     GROUP BY ALL
                 )
                 SELECT p.article_id, p.cand_id, p.shared, d.cluster_id, d.exact_key, d.shingles,
-                       d.bounds, d.published
+                       d.bounds, d.published, d.title, d.outlet, d.url
                 FROM pairs p JOIN dedup_docs d ON d.article_id = p.cand_id
                 """
             ).to_arrow_table()
@@ -104,10 +104,21 @@ class DuckDBHistory:
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the dedup tables if missing (stand-alone use; the warehouse migrates normally)."""
+    """Create the dedup tables if missing and add missing (nullable) columns to older ones
+    (stand-alone use; the warehouse migrates normally)."""
     for spec in TABLE_SPECS:
         cols = ", ".join(f'"{f.name}" {_duck_type(f.type)}' for f in spec.schema)
         con.execute(f'CREATE TABLE IF NOT EXISTS "{spec.name}" ({cols})')
+        have = {
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+                [spec.name],
+            ).fetchall()
+        }
+        for f in spec.schema:
+            if f.name not in have:
+                con.execute(f'ALTER TABLE "{spec.name}" ADD COLUMN "{f.name}" {_duck_type(f.type)}')
 
 
 def apply_result(con: duckdb.DuckDBPyConnection, result: DedupResult) -> None:

@@ -41,6 +41,9 @@ class LoadStats:
     unchanged_articles: int = 0
 
 
+WRITER_MEMORY_LIMIT = os.environ.get("NEWSFLOW_DUCKDB_MEMORY", "512MB")
+
+
 class Warehouse:
     """A warehouse home directory: DuckDB file, Parquet exports, raw archive, GX, staging."""
 
@@ -75,7 +78,15 @@ class Warehouse:
             return duckdb.connect(str(self.db_path), read_only=True)
         for d in (self.home, self.parquet_dir, self.archive_dir, self.staging_dir):
             d.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(self.db_path))
+        # The writer shares the machine with the CPU workers: cap DuckDB's buffer pool (it
+        # spills to the home's temp dir past it) instead of its default of 80% of RAM.
+        con = duckdb.connect(
+            str(self.db_path),
+            config={
+                "memory_limit": WRITER_MEMORY_LIMIT,
+                "temp_directory": str(self.home / ".duckdb-tmp"),
+            },
+        )
         self.migrate(con)
         return con
 
@@ -114,9 +125,7 @@ class Warehouse:
                 ddl_type = con.execute(
                     "SELECT column_type FROM (DESCRIBE SELECT * FROM probe)"
                 ).fetchone()
-                stmt = (
-                    f"ALTER TABLE {_ident(spec.name)} ADD COLUMN {_ident(f.name)} {ddl_type[0]}"
-                )
+                stmt = f"ALTER TABLE {_ident(spec.name)} ADD COLUMN {_ident(f.name)} {ddl_type[0]}"
                 con.execute(stmt)
                 applied.append(stmt)
         for stmt in applied:
@@ -225,7 +234,9 @@ class Warehouse:
         con.execute("DROP TABLE _dedup")
         before = con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
         if spec.mode == "article":
-            con.execute(f"DELETE FROM {s} WHERE article_id NOT IN (SELECT article_id FROM _changed)")
+            con.execute(
+                f"DELETE FROM {s} WHERE article_id NOT IN (SELECT article_id FROM _changed)"
+            )
             con.execute(f"DELETE FROM {t} WHERE article_id IN (SELECT article_id FROM _changed)")
             con.execute(f"INSERT INTO {t} BY NAME SELECT * FROM {s}")
         elif spec.mode == "upsert":
@@ -264,7 +275,8 @@ class Warehouse:
             """
             CREATE OR REPLACE TEMP TABLE _feats AS
             WITH raw AS (
-                SELECT DISTINCT ae.article_id, 'e:' || coalesce(e.canonical_name, ae.entity_id) AS f,
+                SELECT DISTINCT ae.article_id,
+                       'e:' || coalesce(e.canonical_name, ae.entity_id) AS f,
                        1.0 AS w
                 FROM article_entities ae LEFT JOIN entities e USING (entity_id)
                 WHERE ae.entity_id IS NOT NULL

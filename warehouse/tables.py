@@ -60,7 +60,9 @@ REJECTS_SPEC = TableSpec(
     schema=REJECTS,
     key=("stage", "item_id", "reason"),
     mode="log",
-    description="Every row a stage dropped, with the stage and the reason: nothing is lost silently.",
+    description=(
+        "Every row a stage dropped, with the stage and the reason: nothing is lost silently."
+    ),
     columns={
         "item_id": "Id of the dropped row (page_id, article_id or URL hash).",
         "url": "URL of the dropped row.",
