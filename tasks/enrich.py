@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import math
 import re
+import string
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -615,6 +616,145 @@ def _yake(top: int, ngram: int) -> Any:
     return yake.KeywordExtractor(lan="en", n=ngram, dedupLim=0.9, top=top)
 
 
+_PUNCT = frozenset(string.punctuation)
+_NO_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def _keywords(text: str, top: int, ngram: int) -> list[tuple[str, float]]:
+    """YAKE key phrases of text: ``yake.KeywordExtractor(lan="en", n=ngram, top=top)``'s result.
+
+    YAKE's own tokenisation, stop words, tags and de-duplication are used as they are; the term
+    and phrase statistics (a networkx co-occurrence graph and an object per word and candidate
+    in the library) are kept in plain dicts and lists, which makes extraction about four times
+    faster. The scores follow yake 0.7 exactly (term: wpos * wrel / (wcase + wfreq / wrel +
+    wspread / wrel); phrase: prod(h) / ((sum(h) + 1) * tf) with stop words weighted by their
+    bigram probabilities); tests/test_enrich.py checks the result against the library.
+    """
+    import numpy as np
+    from yake.data.utils import get_tag, pre_filter, tokenize_sentences
+
+    kx = _yake(top, ngram)
+    if not text:
+        return []
+    try:
+        sentences = tokenize_sentences(pre_filter(text.replace("\n", " ")))
+        stopwords = kx.stopword_set
+        term_id: dict[str, int] = {}
+        stop: list[bool] = []
+        tf: list[float] = []
+        tf_case: list[list[float]] = []  # [all caps, capitalised inside a sentence]
+        occurs: list[dict[int, None]] = []  # sentence ids, in order
+        right: list[dict[int, float]] = []  # co-occurrence counts, term -> next term
+        left: list[dict[int, float]] = []
+        cands: dict[str, list[Any]] = {}  # kw.lower() -> [kw, tag strings, term ids, tf]
+
+        def term(lower: str) -> int:
+            unique = lower
+            sto = unique in stopwords
+            if unique.endswith("s") and len(unique) > 3:
+                unique = unique[:-1]
+            i = term_id.get(unique)
+            if i is None:
+                i = term_id[unique] = len(stop)
+                bare = unique.translate(_NO_PUNCT)
+                stop.append(sto or unique in stopwords or len(bare) < 3)
+                tf.append(0.0)
+                tf_case.append([0.0, 0.0])
+                occurs.append({})
+                right.append({})
+                left.append({})
+            return i
+
+        for sid, sentence in enumerate(sentences):
+            # the current run of words: (tag, word, lower-case word, term), at most ngram - 1
+            block: list[tuple[str, str, str, int]] = []
+            for pos, word in enumerate(sentence):
+                if not word.strip(string.punctuation):  # punctuation only
+                    block = []
+                    continue
+                tag = get_tag(word, pos, _PUNCT)
+                lower = word.lower()
+                i = term(lower)
+                tf[i] += 1.0
+                if tag == "a":
+                    tf_case[i][0] += 1.0
+                elif tag == "n":
+                    tf_case[i][1] += 1.0
+                occurs[i][sid] = None
+                if tag not in "ud" and block and block[-1][0] not in "ud":
+                    j = block[-1][3]
+                    right[j][i] = right[j].get(i, 0.0) + 1.0
+                    left[i][j] = left[i].get(j, 0.0) + 1.0
+                # candidates ending here: the word, then with 1 .. ngram - 1 words before it
+                key, tags, n = lower, tag, len(block)
+                for w in range(n, max(0, n - (ngram - 1)) - 1, -1):
+                    if w < n:
+                        key = block[w][2] + " " + key
+                        tags = block[w][0] + tags
+                    c = cands.get(key)  # kw.lower() of the phrase, word by word
+                    if c is None:
+                        words = [*block[w:], (tag, word, lower, i)]
+                        kw = " ".join(x[1] for x in words)
+                        cands[key] = [kw, {tags}, [x[3] for x in words], 1.0]
+                    else:
+                        c[1].add(tags)
+                        c[3] += 1.0
+                block.append((tag, word, lower, i))
+                if len(block) > max(ngram - 1, 1):
+                    del block[0]
+
+        valid_tfs = np.array([f for f, s in zip(tf, stop, strict=True) if not s])
+        if not valid_tfs.size:
+            return []
+        avg_tf, std_tf = valid_tfs.mean(), valid_tfs.std()
+        max_tf = max(tf)
+        h: list[Any] = []
+        for i in range(len(stop)):
+            wdr, wir = len(right[i]), sum(right[i].values())
+            wdl, wil = len(left[i]), sum(left[i].values())
+            pwr = 0 if wir == 0 else wdr / wir
+            pwl = 0 if wil == 0 else wdl / wil
+            wrel = 0.5 + pwl * (tf[i] / max_tf) + (0.5 + pwr * (tf[i] / max_tf))
+            wfreq = tf[i] / (avg_tf + std_tf)
+            wspread = len(occurs[i]) / len(sentences)
+            wcase = max(tf_case[i]) / (1.0 + math.log(tf[i]))
+            sids = list(occurs[i])
+            mid = len(sids) // 2
+            median = sids[mid] if len(sids) % 2 else (sids[mid - 1] + sids[mid]) / 2
+            wpos = math.log(math.log(3.0 + median))
+            h.append(wpos * wrel / (wcase + wfreq / wrel + wspread / wrel))
+
+        scored = []
+        for ukw, (kw, tags, ids, ctf) in cands.items():
+            if stop[ids[0]] or stop[ids[-1]] or all("u" in t or "d" in t for t in tags):
+                continue
+            sum_h, prod_h = 0.0, 1.0
+            for t, i in enumerate(ids):
+                if not stop[i]:
+                    sum_h += h[i]
+                    prod_h *= h[i]
+                    continue
+                p1 = right[ids[t - 1]][i] / tf[ids[t - 1]] if t and i in right[ids[t - 1]] else 0.0
+                nxt = ids[t + 1] if t + 1 < len(ids) else None
+                p2 = right[i][nxt] / tf[nxt] if nxt is not None and nxt in right[i] else 0.0
+                prod_h *= 1 + (1 - p1 * p2)
+                sum_h -= 1 - p1 * p2
+            scored.append((prod_h / ((sum_h + 1) * ctf), ukw, kw))
+        scored.sort(key=lambda c: c[0])
+        lim = kx.config["dedup_lim"]
+        if lim >= 1.0:
+            return [(ukw, score) for score, ukw, _ in scored][:top]
+        kept: list[tuple[Any, str, str]] = []
+        for c in scored:
+            if all(kx.dedup_function(c[1], k[1]) <= lim for k in kept):
+                kept.append(c)
+            if len(kept) == top:
+                break
+        return [(kw, score) for score, _, kw in kept]
+    except Exception:  # noqa: BLE001 - yake returns no keywords for a text it cannot read
+        return []
+
+
 @lru_cache(maxsize=1)
 def _vader() -> Any:
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
@@ -739,7 +879,7 @@ def enrich_article(
     text = ((title or "") + "\n\n" + body[: config.keywords_max_chars]).strip()
     kw_rows = []
     seen: set[str] = set()
-    for kw, score in _yake(config.keywords_top, config.keywords_max_ngram).extract_keywords(text):
+    for kw, score in _keywords(text, config.keywords_top, config.keywords_max_ngram):
         if kw.lower() in seen:
             continue
         seen.add(kw.lower())

@@ -129,6 +129,7 @@ def extract_html(
              or (extract_title(tree) or ""))
     if not published:
         published = md.iso_date(find_date(tree, url=url, **set_date_params(True)))
+    published_at = md.published_time(pm, published, tree)  # UTC; only a declared time+offset
     canonical = md.canonical_url(pm, url)
     if canonical:
         canonical = normalize_url(canonical)
@@ -149,6 +150,7 @@ def extract_html(
         "title": title or None,
         "authors": authors,
         "published": published,
+        "published_at": published_at,
         "language": lang,
         "description": md.jsonld_field(pm, "description")
         or pm.first("og:description", "description", "twitter:description")
@@ -384,6 +386,7 @@ def _extract_rows(
                 "source": page.get("source"),
                 "outlet": outlet,
                 "published": _to_date(record["published"]),
+                "published_at": record.get("published_at"),
                 "fetched_at": page.get("fetched_at"),
             }
         )

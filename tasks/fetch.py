@@ -59,6 +59,7 @@ from tasks.schema import (
     TableSpec,
     rejects_table,
     stable_id,
+    to_rows,
     utcnow,
 )
 from tasks.sources import FetchSettings, Shard, canonical_url, file_signature, host_key, split_item
@@ -1066,7 +1067,7 @@ def state_dict(table: pa.Table | None) -> dict[str, dict[str, Any]]:
     """fetch_state table (from the warehouse) -> the ``state`` argument of fetch_shard."""
     if table is None or table.num_rows == 0:
         return {}
-    return {r["canonical_url"]: r for r in table.to_pylist()}
+    return {r["canonical_url"]: r for r in to_rows(table)}
 
 
 def fetches_to_rejects(fetches: pa.Table) -> pa.Table:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -169,6 +171,44 @@ def read_page_meta(tree: HtmlElement) -> PageMeta:
     return pm
 
 
+_PUB_MARK = re.compile(r"publish(?!er)|pubdate|pub[-_]date|date[-_]?pub|posted", re.IGNORECASE)
+_UPDATE_MARK = re.compile(r"updat|modif|edited|revis", re.IGNORECASE)
+_NOT_ARTICLE_TAGS = {"nav", "footer", "aside"}
+
+
+def pub_time_tags(tree: HtmlElement) -> list[str]:
+    """datetime values of <time> tags that give the article's publication time.
+
+    A tag counts when it has the old HTML5 ``pubdate`` attribute or the nearest of itself,
+    its parent and grandparent whose class/id/itemprop says "published" (WordPress'
+    "entry-date published", "date-published", microformats' "dt-published") before
+    anything says "updated"/"modified"; or when it is the page's only <time datetime>,
+    outside nav/footer/aside and not marked as an update. itemprop=datePublished tags are
+    already in PageMeta.time_datetimes. published_date() does not read these tags.
+    """
+    tags = [el for el in tree.iter("time") if el.get("datetime")]
+    out: list[str] = []
+    for el in tags:
+        if el.get("itemprop") == "datePublished":
+            continue
+        verdict = True if el.get("pubdate") is not None else None
+        node: HtmlElement | None = el
+        for _ in range(3):
+            if verdict is not None or node is None:
+                break
+            marks = f"{node.get('class') or ''} {node.get('id') or ''} {node.get('itemprop') or ''}"
+            if _PUB_MARK.search(marks):
+                verdict = True
+            elif _UPDATE_MARK.search(marks):
+                verdict = False
+            node = node.getparent()
+        if verdict is None and len(tags) == 1:
+            verdict = not any(a.tag in _NOT_ARTICLE_TAGS for a in el.iterancestors())
+        if verdict:
+            out.append(el.get("datetime", ""))
+    return out
+
+
 # ------------------------------------------------------------------------------ field pickers
 def _names(value: Any, orgs: list[str] | None = None) -> list[str]:
     """Person names from a JSON-LD author value; organisation names go to ``orgs``."""
@@ -227,16 +267,22 @@ def iso_date(value: Any) -> str | None:
     return f"{y:04d}-{mo:02d}-{d:02d}"
 
 
+# meta names/properties that state the publication date, in order of trust
+_PUBLISHED_KEYS = (
+    "article:published_time", "og:article:published_time", "datepublished", "published_time",
+    "article.published", "publishdate", "publish-date", "pubdate", "dc.date.issued",
+    "dcterms.date", "dc.date", "date", "sailthru.date", "parsely-pub-date", "dcterms.created",
+    "article:published", "og:published_time",
+)
+
+
 def published_date(pm: PageMeta) -> str | None:
     """Original publication date from the most explicit declarations, in order of trust."""
     for obj in pm.articles():
         d = iso_date(obj.get("datePublished")) or iso_date(obj.get("dateCreated"))
         if d:
             return d
-    for key in ("article:published_time", "og:article:published_time", "datepublished",
-                "published_time", "article.published", "publishdate", "publish-date", "pubdate",
-                "dc.date.issued", "dcterms.date", "dc.date", "date", "sailthru.date",
-                "parsely-pub-date", "dcterms.created", "article:published", "og:published_time"):
+    for key in _PUBLISHED_KEYS:
         for v in pm.meta.get(key, ()):
             d = iso_date(v)
             if d:
@@ -246,6 +292,117 @@ def published_date(pm: PageMeta) -> str | None:
         if d:
             return d
     return None
+
+
+# ISO 8601 date-time (extended or basic form) with an optional UTC designator or offset.
+_ISO_DATETIME = re.compile(
+    r"^\s*(\d{4})-(\d{1,2})-(\d{1,2})[T ]\s*(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
+    r"\s*(Z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?\s*$",
+    re.IGNORECASE,
+)
+_COMPACT_DATETIME = re.compile(
+    r"^\s*(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(?:(\d{2})(?:[.,](\d+))?)?"
+    r"(Z|[+-]\d{2}(?::?\d{2})?)?\s*$",
+    re.IGNORECASE,
+)
+# RFC 2822 / HTTP date with an explicit zone: "Mon, 05 Aug 2024 12:47:21 GMT", "... +0200".
+_RFC_DATETIME = re.compile(
+    r"^\s*(?:[A-Za-z]{3},?\s+)?(\d{1,2})\s+([A-Za-z]{3})[a-z]*\.?\s+(\d{4})\s+"
+    r"(\d{1,2}):(\d{2})(?::(\d{2}))?\s+(Z|UTC?|GMT|[+-]\d{4})\s*$"
+)
+# JavaScript Date.toString(): "Tue Nov 19 2019 03:05:46 GMT+0000 (Coordinated Universal Time)".
+_JS_DATETIME = re.compile(
+    r"^\s*[A-Za-z]{3}\s+([A-Za-z]{3})\s+(\d{1,2})\s+(\d{4})\s+(\d{1,2}):(\d{2}):(\d{2})\s+"
+    r"GMT([+-]\d{4})(?:\s+\([^)]*\))?\s*$"
+)
+_MONTHS = {m: i for i, m in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+MAX_UTC_OFFSET = timedelta(hours=14)
+
+
+def _offset(zone: str | None) -> timezone | None:
+    """A fixed UTC offset from 'Z'/'UTC'/'GMT'/'+hh[:mm]'; None when no zone is stated."""
+    if not zone:
+        return None
+    if zone.upper() in ("Z", "UT", "UTC", "GMT"):
+        return UTC
+    digits = zone[1:].replace(":", "")
+    hours, minutes = int(digits[:2]), int(digits[2:] or 0)
+    if minutes >= 60:
+        return None
+    delta = timedelta(hours=hours, minutes=minutes)
+    if delta > MAX_UTC_OFFSET:
+        return None
+    return timezone(-delta if zone[0] == "-" else delta)
+
+
+def local_datetime(value: Any) -> datetime | None:
+    """The publisher's stated local date-time with its UTC offset, or None.
+
+    None unless the value states a time of day *and* an offset (or Z/UTC/GMT): a bare date
+    has no time, a time without an offset has no known instant and no zone is guessed. A
+    time of exactly 00:00:00 is how CMSs serialise a bare date ("2024-10-16T00:00:00+08:00"),
+    so it counts as no time of day.
+    """
+    if not isinstance(value, str):
+        return None
+    if m := _ISO_DATETIME.match(value) or _COMPACT_DATETIME.match(value):
+        y, mo, d, hh, mi, ss, frac, zone = m.groups()
+        month = int(mo)
+    elif m := _RFC_DATETIME.match(value):
+        d, mon, y, hh, mi, ss, zone = m.groups()
+        frac = None
+        month = _MONTHS.get(mon.lower(), 0)
+    elif m := _JS_DATETIME.match(value):
+        mon, d, y, hh, mi, ss, zone = m.groups()
+        frac = None
+        month = _MONTHS.get(mon.lower(), 0)
+    else:
+        return None
+    tz = _offset(zone)
+    if tz is None or not 1990 <= int(y) <= 2100:
+        return None
+    micro = int((frac + "000000")[:6]) if frac else 0
+    try:
+        dt = datetime(int(y), month, int(d), int(hh), int(mi), min(int(ss or 0), 59), micro,
+                      tzinfo=tz)
+    except ValueError:  # month 13, 25:00, February 30...
+        return None
+    if (dt.hour, dt.minute, dt.second, dt.microsecond) == (0, 0, 0, 0):
+        return None
+    return dt
+
+
+def published_time(
+    pm: PageMeta, published: str | None, tree: HtmlElement | None = None
+) -> datetime | None:
+    """Exact publication time (UTC) from the declarations published_date() reads, or None.
+
+    Sources are tried in the same order of trust as for the date, then (when ``tree`` is
+    given) <time> tags that give the publication time (pub_time_tags); the first that
+    states a time of day with a UTC offset (see local_datetime) *and* whose local date is
+    ``published`` wins, so that the time always belongs to the publication the date
+    describes (a declaration without a usable time defers to the next one, never the date
+    to the time).
+    """
+    if not published:
+        return None
+
+    def first(values: Iterable[Any]) -> datetime | None:
+        for v in values:
+            dt = local_datetime(v)
+            if dt is not None and dt.date().isoformat() == published:
+                return dt.astimezone(UTC)
+        return None
+
+    declared = [v for obj in pm.articles() for v in (obj.get("datePublished"),
+                                                     obj.get("dateCreated"))]
+    declared += [v for key in _PUBLISHED_KEYS for v in pm.meta.get(key, ())]
+    declared += pm.time_datetimes
+    found = first(declared)
+    if found is None and tree is not None:  # the <time> scan walks the tree: only if needed
+        found = first(pub_time_tags(tree))
+    return found
 
 
 def jsonld_field(pm: PageMeta, key: str) -> str:

@@ -280,6 +280,17 @@ def _quiet_gx() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def warm_up(context_dir: Path | None) -> None:
+    """Import GX and open the context ahead of the first check (several seconds of imports).
+
+    The flow calls this in a background thread at start, so the cost overlaps with fetching
+    and extraction instead of stalling the first check.
+    """
+    with _LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _context(context_dir)
+
+
 def _context(context_dir: Path | None) -> tuple[str, Any]:
     """One GX context per directory per process: creating one costs far more than a check."""
     key = str(Path(context_dir).resolve()) if context_dir is not None else ":ephemeral:"

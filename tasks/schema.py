@@ -70,6 +70,7 @@ ARTICLES_CORE = pa.schema(
         ("title", pa.string()),
         ("authors", pa.list_(pa.string())),
         ("published", pa.date32()),  # publisher-local publication date
+        ("published_at", TS),  # exact publication time, only when declared with an offset
         ("language", pa.string()),  # ISO 639-1, nullable when unknown
         ("description", pa.string()),
         ("body", pa.large_string()),  # plain text, paragraphs separated by "\n\n"
@@ -127,3 +128,24 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         else:
             cols.append(pa.nulls(table.num_rows, f.type))
     return pa.Table.from_arrays(cols, schema=schema)
+
+
+def to_rows(table: pa.Table) -> list[dict]:
+    """``table.to_pylist()`` without its per-value time-zone cost (about 10x faster).
+
+    pyarrow builds a tz-aware datetime value by value through the zone database; casting to
+    naive UTC first and attaching UTC once per value is what the fetch state (tens of
+    thousands of rows, read at the start of every run) needs to load quickly.
+    """
+
+    cols: dict[str, list] = {}
+    for f in table.schema:
+        col = table.column(f.name)
+        if pa.types.is_timestamp(f.type) and f.type.tz:
+            naive = col.cast(pa.timestamp(f.type.unit)).to_pylist()
+            cols[f.name] = [v.replace(tzinfo=UTC) if v is not None else None
+                            for v in naive]
+        else:
+            cols[f.name] = col.to_pylist()
+    names = list(cols)
+    return [dict(zip(names, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]

@@ -23,14 +23,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tasks import extract as extract_mod  # noqa: E402
-from tasks.clean import clean_record  # noqa: E402
+from tasks.clean import clean_batch, clean_record  # noqa: E402
 from tasks.extract import extract_batch, extract_html  # noqa: E402
 from tasks.schema import ARTICLES_CORE, PAGES, REJECTS, stable_id  # noqa: E402
 
 PAGES_DIR = Path(__file__).parent / "fixtures" / "pages"
 EXTRACT_DIR = Path(__file__).parent / "fixtures" / "extract"
-GOLDEN_FIELDS = ("title", "authors", "published", "language", "canonical_url", "site_name",
-                 "origin_credit", "syndication_hints", "body")
+GOLDEN_FIELDS = ("title", "authors", "published", "published_at", "language", "canonical_url",
+                 "site_name", "origin_credit", "syndication_hints", "body")
 
 
 def _url(name: str) -> str:
@@ -48,6 +48,7 @@ def run_page(name: str, folder: Path = PAGES_DIR) -> dict:
         return {"reject_reason": reason}
     out = {k: cleaned.get(k) for k in GOLDEN_FIELDS}
     out["published"] = str(out["published"]) if out["published"] else None
+    out["published_at"] = out["published_at"].isoformat() if out["published_at"] else None
     return out
 
 
@@ -100,6 +101,87 @@ def test_wire_dateline_and_glued_source_footer_become_the_credit() -> None:
     assert got["origin_credit"] == "Eastwire"
 
 
+ARTICLE_HTML = """<html lang="en"><head><title>Harbour cranes return | Port Gazette</title>
+{head}</head><body><article><h1>Harbour cranes return</h1>{time}
+<p>The four container cranes that were shipped away for repairs last spring came back to the
+harbour on Tuesday, towed on a single barge through the narrow channel at high tide.</p>
+<p>Port officials said the cranes would be back in service by the end of the month, once
+inspectors have signed off on the new electrical systems and the rebuilt control cabins.</p>
+<p>Dock workers, who had moved cargo with mobile cranes since April, welcomed the return.</p>
+</article></body></html>"""
+
+
+def _dated(head: str = "", time_tag: str = "") -> dict:
+    html = ARTICLE_HTML.format(head=head, time=time_tag)
+    record, reason, _ = extract_html(html, "https://port.example/news/harbour-cranes-return")
+    assert reason is None and record is not None
+    return record
+
+
+def _jsonld(date_published: str) -> str:
+    return ('<script type="application/ld+json">{"@type": "NewsArticle", '
+            f'"headline": "Harbour cranes return", "datePublished": "{date_published}"}}'
+            "</script>")
+
+
+@pytest.mark.parametrize(
+    ("head", "time_tag", "published", "published_at"),
+    [
+        # an offset: converted to UTC, while the date stays the publisher's local one
+        ('<meta property="article:published_time" content="2025-03-04T23:40:00-05:00">', "",
+         "2025-03-04", datetime(2025, 3, 5, 4, 40, tzinfo=UTC)),
+        (_jsonld("2025-03-04T08:15:30.250+01:00"), "",
+         "2025-03-04", datetime(2025, 3, 4, 7, 15, 30, 250000, tzinfo=UTC)),
+        (_jsonld("2025-03-04T08:15:30Z"), "", "2025-03-04", datetime(2025, 3, 4, 8, 15, 30,
+                                                                       tzinfo=UTC)),
+        ("", '<time class="entry-date published" datetime="2025-03-04T10:05:00+0530">4 March'
+             "</time>", "2025-03-04", datetime(2025, 3, 4, 4, 35, tzinfo=UTC)),
+        ('<meta name="date" content="Tue, 04 Mar 2025 10:05:00 +0100">' + _jsonld("2025-03-04"),
+         "", "2025-03-04", datetime(2025, 3, 4, 9, 5, tzinfo=UTC)),
+        # the page's only <time>: the article's, once the declared date has no time
+        (_jsonld("2025-03-04"), '<time datetime="2025-03-04T10:05:00+01:00">4 March</time>',
+         "2025-03-04", datetime(2025, 3, 4, 9, 5, tzinfo=UTC)),
+        # a bare date, or midnight (how CMSs write a bare date): no time of day, never 00:00
+        (_jsonld("2025-03-04"), "", "2025-03-04", None),
+        ('<meta property="article:published_time" content="2025-03-04T00:00:00+08:00">', "",
+         "2025-03-04", None),
+        # a time without an offset: no instant, and no zone is guessed
+        (_jsonld("2025-03-04T08:15:30"), "", "2025-03-04", None),
+        ('<meta property="article:published_time" content="2025-03-04 08:15">', "",
+         "2025-03-04", None),
+        ("", '<time pubdate datetime="2025-03-04T08:15:00">4 March</time>', None, None),
+    ],
+    ids=["meta-offset", "jsonld-offset", "jsonld-z", "time-tag", "rfc2822", "only-time-tag",
+         "date-only", "midnight", "jsonld-no-offset", "meta-no-offset", "time-no-offset"],
+)
+def test_published_at_is_utc_and_only_from_a_declared_time_with_offset(
+    head: str, time_tag: str, published: str | None, published_at: datetime | None
+) -> None:
+    record = _dated(head, time_tag)
+    if published is not None:
+        assert record["published"] == published
+    assert record["published_at"] == published_at
+    if published_at is not None:
+        assert published_at.utcoffset().total_seconds() == 0
+
+
+def test_published_at_falls_back_to_a_later_declaration_of_the_same_date() -> None:
+    """A date-only JSON-LD value defers to a meta tag that has the time of that same day;
+    a time of another day (an update, a related story) is not the publication time."""
+    head = _jsonld("2025-03-04") + (
+        '<meta property="article:published_time" content="2025-03-04T09:30:00+01:00">')
+    assert _dated(head)["published_at"] == datetime(2025, 3, 4, 8, 30, tzinfo=UTC)
+    head = _jsonld("2025-03-04") + (
+        '<meta property="article:published_time" content="2025-03-06T09:30:00+01:00">')
+    record = _dated(head)
+    assert record["published"] == "2025-03-04" and record["published_at"] is None
+
+
+def test_an_updated_time_tag_is_not_the_publication_time() -> None:
+    tag = '<time class="updated" datetime="2025-03-04T18:00:00+00:00">updated</time>'
+    assert _dated(_jsonld("2025-03-04"), tag)["published_at"] is None
+
+
 def _pages(rows: list[dict]) -> pa.Table:
     now = datetime(2025, 1, 1, tzinfo=UTC)
     full = [{"page_id": stable_id(r["url"]), "final_url": r["url"], "source": "test",
@@ -121,8 +203,21 @@ def test_batch_outputs_contract_tables_and_rejects_empty_pages() -> None:
     assert row["article_id"] == stable_id(row["canonical_url"] or row["url"])
     assert row["outlet"] == "Capital Courier" and row["run_id"] == "run-1"
     assert str(row["published"]) == "2025-02-12"
+    assert row["published_at"] is None  # the page gives a bare date
     assert rejects.to_pylist()[0]["reason"] == "empty_page"
     assert rejects.to_pylist()[0]["stage"] == "extract"
+
+
+def test_published_at_survives_extract_and_clean_as_a_utc_timestamp() -> None:
+    html = (PAGES_DIR / "syndicated_en.html").read_text(encoding="utf-8")
+    articles, _ = extract_batch(_pages([{"url": _url("syndicated_en"), "html": html}]), "r")
+    cleaned, rejects = clean_batch(articles, "r")
+    assert rejects.num_rows == 0 and cleaned.schema == ARTICLES_CORE
+    assert cleaned.schema.field("published_at").type == pa.timestamp("us", tz="UTC")
+    row = cleaned.to_pylist()[0]
+    # declared as 2025-01-29T23:40:00-05:00: the local date stays, the instant is UTC
+    assert str(row["published"]) == "2025-01-29"
+    assert row["published_at"] == datetime(2025, 1, 30, 4, 40, tzinfo=UTC)
 
 
 def test_a_page_that_raises_is_a_parse_error_reject(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -124,8 +124,8 @@ def test_entities_group_name_variants(demo_runs):
         ids = {
             r[0]
             for r in con.execute(
-                "SELECT DISTINCT entity_id FROM article_entities WHERE label = 'PER' AND mention IN "
-                f"({','.join('?' * len(variants))})",
+                "SELECT DISTINCT entity_id FROM article_entities "
+                f"WHERE label = 'PER' AND mention IN ({','.join('?' * len(variants))})",
                 variants,
             ).fetchall()
         }

@@ -111,3 +111,19 @@ def test_export_is_partitioned_and_readable(tmp_path):
     assert wh.query("SELECT count(*) AS n FROM articles").to_pylist() == [{"n": 2}]
     with pytest.raises(duckdb.Error):
         wh.query("DELETE FROM articles")
+
+
+def test_to_rows_matches_to_pylist_with_time_zones():
+    from datetime import UTC, datetime
+
+    from tasks.schema import to_rows
+
+    ts = pa.timestamp("us", tz="UTC")
+    t = pa.table(
+        {
+            "u": ["a", None],
+            "at": pa.array([datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC), None], ts),
+            "n": [1, 2],
+        }
+    )
+    assert to_rows(t) == t.to_pylist()

@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from tasks.schema import TableSpec, utcnow
+from tasks.schema import TableSpec, to_rows, utcnow
 from warehouse.tables import all_specs
 
 DB_NAME = "newsflow.duckdb"
@@ -145,7 +145,7 @@ class Warehouse:
             t = con.execute("SELECT * FROM fetch_state").to_arrow_table()
         finally:
             con.close()
-        return {r["canonical_url"]: r for r in t.to_pylist()}
+        return {r["canonical_url"]: r for r in to_rows(t)}
 
     def query(self, sql: str) -> pa.Table:
         con = self.connect(read_only=True)

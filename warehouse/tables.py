@@ -38,6 +38,9 @@ ARTICLES_SPEC = TableSpec(
         "title": "Headline as printed, without site-name suffixes or kickers.",
         "authors": "People credited as authors (organisations removed).",
         "published": "Publication date in the publisher's local time.",
+        "published_at": "Exact publication time (UTC), when the page states a time of day with "
+        "a UTC offset (JSON-LD datePublished, article:published_time, <time datetime>); null "
+        "for a bare date or a time without an offset.",
         "language": "ISO 639-1 language code of the body.",
         "description": "Page summary (meta description / og:description).",
         "body": "Cleaned article text; paragraphs separated by a blank line.",
