@@ -25,6 +25,7 @@ import string
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import pairwise
 from typing import Any
 
 import pyarrow as pa
@@ -285,8 +286,8 @@ class EnrichConfig:
 
     keywords_top: int = 10
     keywords_max_ngram: int = 3
-    # YAKE costs about as much as NER per character: it sees the title and the first part of
-    # the body (the lead and nut graf, where news puts what matters).
+    # YAKE sees the title and the first part of the body (the lead and nut graf, where news
+    # puts what matters); on whole bodies it would cost about as much as NER.
     keywords_max_chars: int = 1500
     min_quote_words: int = 4
     tone_max_sentences: int = 300
@@ -762,6 +763,27 @@ def _vader() -> Any:
     return SentimentIntensityAnalyzer()
 
 
+_NEUTRAL = {"neg": 0.0, "neu": 1.0, "pos": 0.0, "compound": 0.0}
+
+
+def _polarity(sentence: str) -> dict[str, float]:
+    """VADER's polarity_scores for a non-blank sentence.
+
+    A sentence with no lexicon word and no emoji scores every word 0, which VADER reports as
+    fully neutral: that result is returned without running the analysis (about 40% of news
+    sentences).
+    """
+    vader = _vader()
+    lexicon = vader.lexicon
+    for w in sentence.split():
+        bare = w.strip(string.punctuation)  # VADER's own word form (_strip_punc_if_word)
+        if (w if len(bare) <= 2 else bare).lower() in lexicon:
+            return vader.polarity_scores(sentence)
+    if not vader.emojis.keys().isdisjoint(sentence):
+        return vader.polarity_scores(sentence)
+    return dict(_NEUTRAL)
+
+
 # -------------------------------------------------------------------------- one article
 @dataclass
 class _Facts:
@@ -798,7 +820,8 @@ def enrich_article(
 ) -> _Facts:
     """All facts of one English article from its processed Doc and NER token spans."""
     sent_starts = [s.start_char for s in doc.sents]
-    analysed_chars = len(doc.text)
+    # len(doc.text), without building a Token per word
+    analysed_chars = doc[-1].idx + len(doc[-1].text_with_ws) if len(doc) else 0
 
     def sent_of(pos: int) -> int | None:
         # Names found again past the analysed prefix of a huge body have no sentence index.
@@ -893,14 +916,14 @@ def enrich_article(
             }
         )
 
-    vader = _vader()
     sums = [0.0, 0.0, 0.0, 0.0]
     n = 0
-    for sent in doc.sents:
-        st = sent.text.strip()
+    bounds = [*sent_starts, analysed_chars]
+    for a, b in pairwise(bounds):
+        st = body[a:b].strip()  # the sentence's text (Span.text) without its spaces
         if not st:
             continue
-        sc = vader.polarity_scores(st)
+        sc = _polarity(st)
         for i, k in enumerate(("pos", "neg", "neu", "compound")):
             sums[i] += sc[k]
         n += 1

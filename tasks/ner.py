@@ -244,7 +244,7 @@ def nlp(use_gazetteer: bool = True) -> Any:
     for label in sorted(before.labels if use_gazetteer else ()):
         ner.add_label(label)
     # blis (thinc's default gemm) falls back to its slow reference kernel on CPUs it does not
-    # know (AMD Zen 4 here); numpy's OpenBLAS gemm gives the same entities at 2-3x the speed.
+    # know (our AMD EPYC workers); numpy's OpenBLAS gemm gives the same entities 2-3x faster.
     from thinc.api import NumpyOps
 
     ops = NumpyOps(use_blis=False)
@@ -393,9 +393,8 @@ def token_spans(doc: Any, use_gazetteer: bool = True) -> list[tuple[int, int, st
 def process(texts: Iterable[str]) -> Iterator[tuple[Any, list[tuple[int, int, str]]]]:
     """Run the pipeline in batches; yield each Doc with its token spans (order preserved)."""
     pipe = nlp()
-    for batch in _batches(pipe.make_doc(t[:MAX_CHARS]) for t in texts):
-        for doc in analyse(pipe, batch):
-            yield doc, token_spans(doc)
+    for doc in analyse(pipe, [pipe.make_doc(t[:MAX_CHARS]) for t in texts]):
+        yield doc, token_spans(doc)
 
 
 def char_spans(doc: Any, spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
@@ -472,11 +471,10 @@ def recognise_tokens(
     from spacy.tokens import Doc
 
     pipe = nlp(use_gazetteer)
-    docs = (Doc(pipe.vocab, words=list(ws) or [" "]) for ws in sentences)
-    done = (doc for batch in _batches(docs) for doc in analyse(pipe, batch))
+    docs = analyse(pipe, [Doc(pipe.vocab, words=list(ws) or [" "]) for ws in sentences])
     return [
         token_spans(doc, use_gazetteer) if ws else []
-        for doc, ws in zip(done, sentences, strict=True)
+        for doc, ws in zip(docs, sentences, strict=True)
     ]
 
 
@@ -519,40 +517,47 @@ _DEMONYM = re.compile(r"(ian|ean|ese|ish|ic|ian's)$")
 
 # ------------------------------------------------------------------- batched NER decoding
 # spaCy decodes NER one token per step in compiled code that re-takes the GIL several times per
-# action and state (about 30 us a token here, more than the network itself). The same greedy
-# BILUO decoding written with numpy advances every document of a batch at once, so a step costs
-# a few dozen array operations whatever the batch size. The rules below are spaCy's
+# action and state: about 30 us a token on our workers, more than the network itself. The same
+# greedy BILUO decoding written with numpy advances every document of a batch at once, so a step
+# costs a few dozen array operations whatever the batch size. The rules below are spaCy's
 # (spacy/pipeline/_parser_internals/ner.pyx, Begin/In/Last/Unit/Out.is_valid); the scores are
 # the model's own (tok2vec -> precomputed lower layer -> maxout -> upper layer). The result is
-# the same entities as ``ner(doc)``, which tests/test_ner.py checks.
+# the same entities as ``ner(doc)``, which tests/test_ner.py checks. Components of another shape
+# (beam search, no upper layer) are left to spaCy.
 _TOKENS_PER_TOK2VEC = 8_192  # tok2vec arrays stay cache-sized; whole documents only
-_TOKENS_PER_BATCH = 120_000  # bounds the precomputed features (1.5 kB per token)
+_TOKENS_PER_BATCH = 100_000  # bounds the precomputed features (1.5 kB per token)
 _BEGIN, _IN, _LAST, _UNIT, _OUT = 1, 2, 3, 4, 5
 _MOVE_KIND = {"B": _BEGIN, "I": _IN, "L": _LAST, "U": _UNIT}
 
 
-def _batches(docs: Iterable[Any]) -> Iterator[list[Any]]:
-    """Docs in lists of at most BATCH_SIZE docs and about _TOKENS_PER_BATCH tokens."""
-    batch: list[Any] = []
-    n = 0
-    for doc in docs:
-        if batch and (len(batch) >= BATCH_SIZE or n + len(doc) > _TOKENS_PER_BATCH):
-            yield batch
-            batch, n = [], 0
-        batch.append(doc)
-        n += len(doc)
-    if batch:
-        yield batch
-
-
 def analyse(pipe: Any, docs: list[Any]) -> list[Any]:
-    """Run the pipeline's components over a batch of Docs, NER through the batched decoder."""
-    for name, proc in pipe.pipeline:
-        if name == "ner":
-            _decoder(proc).annotate(docs)
-        else:
-            docs = [proc(doc) for doc in docs]
-    return docs
+    """Run the pipeline over Docs, NER through the batched decoder; same order as given.
+
+    Docs are batched longest first: a batch takes as many decoding steps as its longest Doc
+    has tokens, so similar lengths go together (at most BATCH_SIZE Docs and about
+    _TOKENS_PER_BATCH tokens a batch).
+    """
+    out = list(docs)
+    order = sorted(range(len(docs)), key=lambda i: -len(docs[i]))
+    k = 0
+    while k < len(order):
+        batch, n = [], 0
+        while k < len(order) and len(batch) < BATCH_SIZE:
+            size = len(docs[order[k]])
+            if batch and n + size > _TOKENS_PER_BATCH:
+                break
+            batch.append(order[k])
+            n += size
+            k += 1
+        done = [docs[i] for i in batch]
+        for name, proc in pipe.pipeline:
+            if name == "ner" and _GreedyNER.handles(proc):
+                _decoder(proc).annotate(done)
+            else:
+                done = [proc(doc) for doc in done]
+        for i, doc in zip(batch, done, strict=True):
+            out[i] = doc
+    return out
 
 
 @lru_cache(maxsize=4)
@@ -588,6 +593,21 @@ class _GreedyNER:
         self.ner = ner
         self._n_moves = -1
 
+    @staticmethod
+    def handles(ner: Any) -> bool:
+        """True for a greedy BILUO component with spaCy's v3 parser model (en_core_web_*)."""
+        try:
+            model = ner.model
+            return (
+                type(ner.moves).__name__ == "BiluoPushDown"
+                and ner.cfg.get("beam_width", 1) == 1
+                and model.attrs.get("has_upper", False)
+                and model.get_ref("lower").get_dim("nF") == 3
+                and model.get_ref("upper").has_param("W")
+            )
+        except (AttributeError, KeyError, ValueError):
+            return False
+
     def _tables(self) -> None:
         """Per-class move kind and label index (rebuilt if the component gained labels)."""
         import numpy as np
@@ -607,8 +627,8 @@ class _GreedyNER:
         self.n_lab = len(names) + 2  # 0: no label, 1..: labels, last: a label no class has
         self.kind = np.array(kinds, dtype=np.int8)
         self.lab = np.array([index.get(lab, 0) for lab in labels], dtype=np.int64)
-        self.emits = (self.kind == _LAST) | (self.kind == _UNIT)
-        self._rows: dict[int, Any] = {}
+        self.emits = np.zeros(_OUT + 1, dtype=bool)  # by move kind
+        self.emits[[_LAST, _UNIT]] = True
         self._n_moves = moves.n_moves
 
     def _valid(self, keys: Any) -> Any:
@@ -736,16 +756,26 @@ class _GreedyNER:
                 threads(prev)
         model = self.ner.model
         bias = model.get_ref("lower").get_param("b")
+        n_pieces = bias.shape[1]
         upper = model.get_ref("upper")
-        WT = np.ascontiguousarray(upper.get_param("W").T)
-        b_up = upper.get_param("b")
+        WT = np.array(upper.get_param("W").T, order="C")
+        b_up = upper.get_param("b").copy()
         unseen = sorted(model.attrs["unseen_classes"])
+        per_step_min = False
+        if unseen:
+            if min(unseen) > max(set(range(len(b_up))) - set(unseen), default=-1):
+                # spaCy scores classes the model never saw (the added "PER") as the step's
+                # lowest score. They come after all seen classes, so the first best valid class
+                # is the same when they score below every real score, equally.
+                WT[:, unseen] = 0.0
+                b_up[unseen] = -1e30
+            else:
+                per_step_min = True
         tok_key = self._token_keys(docs, lens)
-        n_keys = int(tok_key.max()) + self.n_lab
-        key_row = np.full(n_keys, -1, dtype=np.int64)
-        rows: list[Any] = []
-        valid_rows = np.zeros((0, len(self.kind)), dtype=bool)
-        any_valid = np.zeros(0, dtype=bool)
+        key_row = np.full(int(tok_key.max()) + self.n_lab, -1, dtype=np.int64)
+        # per distinct state key: the upper layer's bias on valid classes, -inf on the others
+        rows = np.zeros((0, len(self.kind)), dtype=np.float32)
+        stuck_rows = False
         kind, lab, emits, label_hash = self.kind, self.lab, self.emits, self.label_hash
         # one entry per unfinished document
         doc_i = np.flatnonzero(lens)
@@ -754,37 +784,41 @@ class _GreedyNER:
         end = g + lens[doc_i]
         ent = np.zeros(len(doc_i), dtype=np.int64)  # label index of the open entity, 0 = none
         ent_row = np.zeros(len(doc_i), dtype=np.int64)  # its first token's feature row
-        neg_inf = np.float32(-np.inf)
         while len(g):
             keys = tok_key[g] + ent
             r = key_row[keys]
             if (r < 0).any():
                 new = np.unique(keys[r < 0])
-                key_row[new] = np.arange(len(valid_rows), len(valid_rows) + len(new))
-                rows.append(self._valid(new))
-                valid_rows = np.concatenate(rows)
-                any_valid = valid_rows.any(axis=1)
+                key_row[new] = np.arange(len(rows), len(rows) + len(new))
+                valid = self._valid(new)
+                stuck_rows = stuck_rows or not valid.any(axis=1).all()
+                rows = np.concatenate((rows, np.where(valid, b_up, np.float32(-np.inf))))
                 r = key_row[keys]
-            opened = ent > 0
             # features: B0, the open entity's first token, B0 - 1 inside an entity (+1: padding)
             H = C[g + 1, 0] + C[ent_row, 1]
-            H += C[g * opened, 2]
+            H += C[g * (ent > 0), 2]
             H += bias
-            scores = H.max(axis=2) @ WT
-            scores += b_up
-            if unseen:
+            hidden = H[..., 0]
+            for piece in range(1, n_pieces):  # maxout (max over the last axis is slow)
+                hidden = np.maximum(hidden, H[..., piece])
+            scores = hidden @ WT
+            if per_step_min:
+                scores += b_up
                 scores[:, unseen] = scores.min()
-            scores = np.where(valid_rows[r], scores, neg_inf)
+                scores += rows[r] - b_up
+            else:
+                scores += rows[r]  # + bias, -inf for invalid moves
             guess = scores.argmax(axis=1)
-            stuck = ~any_valid[r]
             k = kind[guess]
-            if stuck.any():  # no valid move: spaCy forces the state to its end
-                k[stuck] = 0
+            stuck = None
+            if stuck_rows:
+                stuck = np.isneginf(scores[np.arange(len(g)), guess])
+                k[stuck] = 0  # no valid move: spaCy forces the state to its end
             begin = k == _BEGIN
             if begin.any():
                 ent = np.where(begin, lab[guess], ent)
                 ent_row = np.where(begin, g + 1, ent_row)
-            for j in np.flatnonzero(emits[guess] & ~stuck).tolist():
+            for j in np.flatnonzero(emits[k]).tolist():
                 i = int(doc_i[j])
                 b0 = int(g[j] - starts[i])
                 if k[j] == _UNIT:
@@ -795,7 +829,7 @@ class _GreedyNER:
                     ent[j] = 0
                     ent_row[j] = 0
             g += 1
-            if stuck.any():
+            if stuck is not None:
                 g[stuck] = end[stuck]
             done = g >= end
             if done.any():

@@ -651,13 +651,15 @@ def _run(
     df: pd.DataFrame,
     run_id: str,
 ) -> Any:
-    from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.resource_identifiers import (
-        ExpectationSuiteIdentifier,
-        ValidationResultIdentifier,
-    )
-
+    # GX is imported under the lock: the flow's warm-up thread may be importing it right now,
+    # and GX's circular imports fail when a second thread enters them half-way.
     with _LOCK, warnings.catch_warnings():
+        from great_expectations.core.run_identifier import RunIdentifier
+        from great_expectations.data_context.types.resource_identifiers import (
+            ExpectationSuiteIdentifier,
+            ValidationResultIdentifier,
+        )
+
         # GX and pandas emit deprecation chatter on every call; it is not actionable here.
         warnings.simplefilter("ignore")
         ctx_key, ctx = _context(context_dir)

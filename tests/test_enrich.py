@@ -242,3 +242,35 @@ def test_quote_speakers_from_pronouns_and_leading_attribution() -> None:
     res = enrich_batch(pa.Table.from_pylist([_article("q", body)]), "r")
     speakers = {q["quote"][:15]: q["speaker"] for q in res.tables["article_quotes"].to_pylist()}
     assert speakers == {"The technology ": "Maria Delgado", "We will comply ": "Tom Brennan"}
+
+
+def test_keywords_are_yakes() -> None:
+    """_keywords re-implements YAKE's statistics; scores and order must be the library's."""
+    from tasks.enrich import _keywords, _yake
+
+    texts = [
+        BODY,
+        "Zelenskyy accuses Putin\n\n" + BODY[:700],
+        "The U.S. and the E.U. agreed on 2024 tariffs of 3.5% on steel; steel makers' shares "
+        "fell. Apple's apples: APPLES and Apple, again and again. Very very good good.",
+        "the of and to",
+        "",
+    ]
+    for top, n in ((10, 3), (5, 2), (3, 1)):
+        for text in texts:
+            expected = [(k, float(s)) for k, s in _yake(top, n).extract_keywords(text)]
+            assert [(k, float(s)) for k, s in _keywords(text, top, n)] == expected
+
+
+def test_polarity_is_vaders() -> None:
+    from tasks.enrich import _polarity, _vader
+
+    for sentence in (
+        "Drones hit Kharkiv and Moscow overnight.",
+        "The talks were held in Geneva on Tuesday.",  # no lexicon word: the shortcut
+        "Officials said the attack was a terrible, cowardly crime!",
+        "No deal, no peace :)",
+        "Fans cheered \U0001f600 as the team won",
+        "...",
+    ):
+        assert _polarity(sentence) == _vader().polarity_scores(sentence), sentence

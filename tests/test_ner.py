@@ -63,3 +63,28 @@ def test_ner_jsonl_writes_one_line_per_sentence(tmp_path) -> None:
     assert info["sentences"] == 2 and len(lines) == 2
     assert lines[0]["spans"] == [[0, 1, "ORG"], [3, 4, "LOC"]]
     assert lines[1]["spans"] == []
+
+
+def test_batched_decoder_matches_spacy_ner() -> None:
+    """analyse() decodes NER itself; its entities must be exactly what spaCy's component gives."""
+    from tasks.ner import analyse, nlp
+
+    pipe = nlp()
+    texts = [
+        TEXT,
+        "",
+        "   ",
+        "Hello",
+        "The Kremlin said so.\n\n  NATO met in Brussels.  Chatham House and Fox News agreed.",
+        " ".join([TEXT] * 6),  # long enough to decode alone for many steps
+        "Sergei Ryabkov told reporters in Moscow on Monday. Volodymyr Zelenskyy replied.",
+        "IBM and Apple Inc. hired 3,000 people in New York City last year, the Times said.",
+    ]
+    ours = analyse(pipe, [pipe.make_doc(t) for t in texts])
+    theirs = list(pipe.pipe(texts))  # spaCy runs the same components, NER included
+
+    def ents(doc):
+        return [(e.start, e.end, e.label_) for e in doc.ents], [t.ent_iob_ for t in doc]
+
+    assert [ents(d) for d in ours] == [ents(d) for d in theirs]
+    assert [d.text for d in ours] == texts
