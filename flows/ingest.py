@@ -24,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from newsflow import pool
+from newsflow import memory, pool
 from newsflow.progress import report
 from tasks import dedup as dedup_stage
 from tasks import quality
@@ -92,15 +92,14 @@ def fetch_task(shard: Shard, settings, state: dict, run_id: str, archive_dir: st
         write_table(res.warc_index, out / "warc_index" / f"{shard.shard_id}.parquet")
     write_table(conform(res.rejects, REJECTS), out / "rejects" / f"fetch-{shard.shard_id}.parquet")
     report("fetch", len(shard.items))
-    return {
-        "shard_id": shard.shard_id,
-        "units": units,
-        "fetch": {
-            "in": len(shard.items),
-            "out": res.pages.num_rows + (articles.num_rows if articles is not None else 0),
-            "rejected": reason_counts(res.rejects),
-        },
+    counts = {
+        "in": len(shard.items),
+        "out": res.pages.num_rows + (articles.num_rows if articles is not None else 0),
+        "rejected": reason_counts(res.rejects),
     }
+    del res, articles
+    memory.release_free_memory()  # the shard's pages are on disk now; give the RAM back
+    return {"shard_id": shard.shard_id, "units": units, "fetch": counts}
 
 
 UNIT_ROWS = 100  # pages per CPU task: small enough to spread over cores, big enough to amortise
@@ -192,6 +191,7 @@ def ingest(
     reports: list[quality.QualityReport] = []
     counts: dict = summary.counts
     settings = None
+    memory.limit_malloc_arenas()
     if use_pool:
         pool.start(workers)
     threading.Thread(target=quality.warm_up, args=(wh.gx_dir,), daemon=True).start()

@@ -43,4 +43,14 @@ def run_cpu(fn: Callable[..., Any], *args: Any) -> Any:
     """Run ``fn`` in the pool if one is started, else in this process (Dask workers, tests)."""
     if _pool is None:
         return fn(*args)
-    return _pool.submit(fn, *args).result()
+    return _pool.submit(_run_and_trim, fn, *args).result()
+
+
+def _run_and_trim(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run one unit in a worker, then hand the unit's freed memory back to the OS."""
+    from newsflow.memory import release_free_memory
+
+    try:
+        return fn(*args)
+    finally:
+        release_free_memory()

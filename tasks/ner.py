@@ -524,7 +524,7 @@ _DEMONYM = re.compile(r"(ian|ean|ese|ish|ic|ian's)$")
 # the model's own (tok2vec -> precomputed lower layer -> maxout -> upper layer). The result is
 # the same entities as ``ner(doc)``, which tests/test_ner.py checks. Components of another shape
 # (beam search, no upper layer) are left to spaCy.
-_TOKENS_PER_TOK2VEC = 8_192  # tok2vec arrays stay cache-sized; whole documents only
+_TOKENS_PER_TOK2VEC = 4_096  # tok2vec arrays stay cache-sized (whole documents only)
 _TOKENS_PER_BATCH = 100_000  # bounds the precomputed features (1.5 kB per token)
 _BEGIN, _IN, _LAST, _UNIT, _OUT = 1, 2, 3, 4, 5
 _MOVE_KIND = {"B": _BEGIN, "I": _IN, "L": _LAST, "U": _UNIT}

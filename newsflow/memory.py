@@ -1,0 +1,43 @@
+"""Keep the orchestrating process's resident memory close to what it actually holds.
+
+The flow's fetch tasks run in threads and each builds a shard of pages (large strings) that
+is written to Parquet and dropped. glibc gives every thread its own malloc arena and keeps
+freed blocks in them, so without care the process's RSS grows towards "every shard ever
+fetched", not "the shards in flight". Capping the arenas and trimming after a shard is the
+standard remedy (the same as MALLOC_ARENA_MAX / malloc_trim); on other C libraries it is a
+no-op.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from functools import lru_cache
+
+_M_ARENA_MAX = -8  # mallopt parameter number, from glibc's malloc.h
+
+
+@lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        lib = ctypes.CDLL(name)
+        lib.mallopt  # noqa: B018 - glibc only
+        lib.malloc_trim  # noqa: B018
+    except (OSError, AttributeError):
+        return None
+    return lib
+
+
+def limit_malloc_arenas(n: int = 2) -> bool:
+    """Cap glibc's malloc arenas; call before the flow's threads start allocating."""
+    lib = _libc()
+    return bool(lib and lib.mallopt(_M_ARENA_MAX, n))
+
+
+def release_free_memory() -> bool:
+    """Return freed heap memory to the OS (glibc's malloc_trim)."""
+    lib = _libc()
+    return bool(lib and lib.malloc_trim(0))
