@@ -1,0 +1,44 @@
+"""The flow's shard bookkeeping, without Prefect: which unit owns an article's enrichment."""
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flows.ingest import _filter_owned, _owners
+
+
+def _write(path: Path, table: pa.Table) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+
+
+def test_enrichment_of_a_canonical_duplicate_is_published_once(tmp_path):
+    # one canonical URL fetched in two units (two URLs declaring it), plus one article each
+    _write(
+        tmp_path / "clean" / "u1.parquet",
+        pa.table({"article_id": ["A", "B"], "url": ["http://x/a?ref=1", "http://x/b"]}),
+    )
+    _write(
+        tmp_path / "clean" / "u2.parquet",
+        pa.table({"article_id": ["A", "C"], "url": ["http://x/a", "http://x/c"]}),
+    )
+    for unit, ids in (("u1", ["A", "A", "B"]), ("u2", ["A", "C"])):
+        _write(
+            tmp_path / "enrich" / "article_entities" / f"{unit}.parquet",
+            pa.table({"article_id": ids, "entity_id": [f"{unit}-{i}" for i in range(len(ids))]}),
+        )
+    kept = {"http://x/a", "http://x/b", "http://x/c"}  # the run-wide dedup kept u2's copy of A
+    owners = _owners(tmp_path, ["u1", "u2"], kept)
+    assert owners == {"u1": {"B"}, "u2": {"A", "C"}}
+    rows = _filter_owned(tmp_path / "enrich" / "article_entities", owners).to_pylist()
+    assert sorted((r["article_id"], r["entity_id"]) for r in rows) == [
+        ("A", "u2-0"),
+        ("B", "u1-2"),
+        ("C", "u2-1"),
+    ]
+
+
+def test_without_duplicates_every_row_is_kept(tmp_path):
+    _write(tmp_path / "enrich" / "t" / "u1.parquet", pa.table({"article_id": ["A", "A"]}))
+    assert _filter_owned(tmp_path / "enrich" / "t", {}).num_rows == 2
