@@ -59,6 +59,17 @@ def _score(score_py: Path, gold: Path, pred: Path, out_json: Path) -> dict:
     return json.loads(out_json.read_text())
 
 
+def _syndication_set(args: argparse.Namespace, d: Path, seed: int) -> Path:
+    """Generate (once) a make_syndication.py set for ``seed`` into ``d``."""
+    if not (d / "docs.jsonl").exists():
+        cmd = [sys.executable, args.make_syndication, "--out-dir", str(d), "--seed", str(seed),
+               "--n-docs", str(args.n_docs)]
+        for s in args.source:
+            cmd += ["--source", s]
+        _run(cmd)
+    return d
+
+
 # ----------------------------------------------------------------------------- quality
 def quality(args: argparse.Namespace) -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="dedup-bench-"))
@@ -66,21 +77,7 @@ def quality(args: argparse.Namespace) -> int:
     rows = []
     sets: list[tuple[str, Path]] = []
     for seed in args.seeds:
-        d = work / f"synd-{args.n_docs}-s{seed}"
-        if not (d / "docs.jsonl").exists():
-            cmd = [
-                sys.executable,
-                args.make_syndication,
-                "--out-dir",
-                str(d),
-                "--seed",
-                str(seed),
-                "--n-docs",
-                str(args.n_docs),
-            ]
-            for s in args.source:
-                cmd += ["--source", s]
-            _run(cmd)
+        d = _syndication_set(args, work / f"synd-{args.n_docs}-s{seed}", seed)
         sets.append((f"syndication seed={seed}", d))
     if args.make_realneg:
         d = work / "realneg"
@@ -142,21 +139,7 @@ def incremental(args: argparse.Namespace) -> int:
     from warehouse.dedup_index import DuckDBHistory, apply_result, ensure_tables
 
     work = Path(args.work or tempfile.mkdtemp(prefix="dedup-incr-"))
-    d = work / f"synd-s{args.seed}"
-    if not (d / "docs.jsonl").exists():
-        cmd = [
-            sys.executable,
-            args.make_syndication,
-            "--out-dir",
-            str(d),
-            "--seed",
-            str(args.seed),
-            "--n-docs",
-            str(args.n_docs),
-        ]
-        for s in args.source:
-            cmd += ["--source", s]
-        _run(cmd)
+    d = _syndication_set(args, work / f"synd-s{args.seed}", args.seed)
     docs = [json.loads(x) for x in open(d / "docs.jsonl", encoding="utf-8") if x.strip()]
     by_day: dict[str, list[dict]] = defaultdict(list)
     for doc in docs:

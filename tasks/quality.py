@@ -387,6 +387,12 @@ _NS_MAX = datetime(2261, 12, 31)
 
 
 def _to_ns(col: pa.ChunkedArray, tz: str | None) -> pa.ChunkedArray:
+    """Cast to pandas' nanosecond timestamps for GX; out-of-range values are clamped.
+
+    pandas cannot hold dates outside 1678-2261 in ns; such a value (a parser's year 1 or
+    9999) would make the cast raise and the whole check fail to run. Clamped, it still fails
+    any date-range expectation it breaks, which is what the check is for.
+    """
     target = pa.timestamp("ns", tz=tz)
     try:
         return col.cast(target)
@@ -522,24 +528,31 @@ def validate(
         if sentence and not row["success"]:
             (critical if row["severity"] == "critical" else warns).append(sentence)
 
+    def fail(
+        exp: dict,
+        suite_name: str,
+        observed: dict,
+        n: int | None,
+        why: str,
+        severity: str | None = None,
+    ) -> None:
+        """An expectation that could not be evaluated is a failed row, never a silent pass."""
+        label = _label(exp)
+        row = _row(base, exp, label, suite_name, False, observed, n, severity)
+        record(row, f"{stage}: {label} {why}")
+
     for table_name, exps in by_table.items():
         suite_name = _suite_name(stage, suite, exps[0])
         data = available.get(table_name)
         if data is None:
             for exp in exps:
-                label = _label(exp)
-                record(
-                    _row(
-                        base,
-                        exp,
-                        label,
-                        suite_name,
-                        False,
-                        {"reason": "table_missing", "table": table_name},
-                        None,
-                        "warning",
-                    ),
-                    f"{stage}: {label} skipped: table {table_name!r} was not given",
+                fail(
+                    exp,
+                    suite_name,
+                    {"reason": "table_missing", "table": table_name},
+                    None,
+                    f"skipped: table {table_name!r} was not given",
+                    "warning",
                 )
             continue
         df = _to_pandas(data)
@@ -550,20 +563,13 @@ def validate(
             if not missing:
                 runnable.append(exp)
                 continue
-            label = _label(exp)
-            record(
-                _row(
-                    base,
-                    exp,
-                    label,
-                    suite_name,
-                    False,
-                    {"reason": "column_missing", "missing": missing},
-                    len(df),
-                    "warning",
-                ),
-                f"{stage}: {label} skipped: column(s) {', '.join(missing)} missing "
-                f"from {table_name}",
+            fail(
+                exp,
+                suite_name,
+                {"reason": "column_missing", "missing": missing},
+                len(df),
+                f"skipped: column(s) {', '.join(missing)} missing from {table_name}",
+                "warning",
             )
         if not runnable:
             continue
@@ -573,19 +579,14 @@ def validate(
             # A check that cannot run must not pass silently: each expectation fails at its
             # own severity, so a broken critical check still stops the run, with the cause.
             log.exception("GX could not validate %s for stage %s", suite_name, stage)
+            why = f"{type(exc).__name__}: {exc}"
             for exp in runnable:
-                label = _label(exp)
-                record(
-                    _row(
-                        base,
-                        exp,
-                        label,
-                        suite_name,
-                        False,
-                        {"reason": "gx_error", "exception": f"{type(exc).__name__}: {exc}"},
-                        len(df),
-                    ),
-                    f"{stage}: {label} could not run: {type(exc).__name__}: {exc}",
+                fail(
+                    exp,
+                    suite_name,
+                    {"reason": "gx_error", "exception": why},
+                    len(df),
+                    f"could not run: {why}",
                 )
             continue
         by_label = {_label(e): e for e in runnable}

@@ -25,3 +25,9 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def httpserver_listen_address() -> tuple[str, int]:
+    """pytest-httpserver on loopback with a free port: tests never touch other addresses."""
+    return ("127.0.0.1", 0)

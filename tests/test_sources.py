@@ -26,11 +26,6 @@ from tasks.sources import (
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(scope="session")
-def httpserver_listen_address() -> tuple[str, int]:
-    return ("127.0.0.1", 0)
-
-
 @pytest.fixture
 def settings(tmp_path: Path) -> FetchSettings:
     return FetchSettings(connect_timeout=1, read_timeout=1, total_timeout=5, retries=0,
