@@ -391,10 +391,16 @@ def test_per_host_gate_holds_across_threads(server, settings, tmp_path):
     for t in threads:
         t.join()
     assert sum(r.pages.num_rows for r in results) == 6
+    # the gate's own start stamps are exact: every start is a full delay after the one before
+    starts = sorted(t.timestamp() for r in results for t in r.pages.column("fetched_at")
+                    .to_pylist())
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) >= 0.15 * 0.99
+    # arrivals timed by the in-process server carry scheduling jitter on a loaded machine (one
+    # late arrival can sit next to the following one), so check them only as a whole: ungated,
+    # six requests from two threads would all land within a few milliseconds
     times.sort()
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    # arrivals are timed by the server, so allow scheduling jitter on a loaded machine
-    assert min(gaps) >= 0.10 and times[-1] - times[0] >= 5 * 0.15 * 0.9
+    assert times[-1] - times[0] >= 4 * 0.15
 
 
 def test_connection_refused_is_a_row_not_a_crash(settings, tmp_path):
