@@ -17,7 +17,10 @@ setup() {
   stamp="$VENV/.installed-$(sha256sum requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
   if [ ! -f "$stamp" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip uv
-    "$VENV/bin/uv" pip install -q -p "$VENV/bin/python" -r requirements.lock
+    # --compile-bytecode: uv writes no .pyc by default, and with PYTHONDONTWRITEBYTECODE set
+    # every process (the flow, each pool worker, the Prefect server) would recompile pandas,
+    # prefect, GX and spaCy from source on start: 10 s instead of 4.5 s to import them.
+    "$VENV/bin/uv" pip install -q -p "$VENV/bin/python" --compile-bytecode -r requirements.lock
     "$VENV/bin/uv" pip install -q -p "$VENV/bin/python" --no-deps -e .
     rm -f "$VENV"/.installed-*
     touch "$stamp"

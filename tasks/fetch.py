@@ -6,8 +6,12 @@ with a machine-readable ``reason`` ('ok', 'not_modified', 'not_due', 'timeout', 
 what went wrong, not stop at the first odd server.
 
 Incremental: the lead passes the warehouse's ``fetch_state`` as a dict. A URL whose
-``next_due`` is in the future is skipped without a request ('not_due'); otherwise we send
-``If-None-Match``/``If-Modified-Since`` and a 304 yields no page ('not_modified'). A 200 whose
+``next_due`` is in the future is skipped without a request ('not_due'), and so is a URL whose
+sitemap ``<lastmod>`` dates its last change (minus clock slack) before our last verified copy
+('lastmod_unchanged'; a real request still happens at least every ``max_revisit_s``).
+Otherwise we send ``If-None-Match``/``If-Modified-Since`` and a 304 yields no page
+('not_modified'): cheaper than a download, but it still costs the host a request and us the
+per-host delay, which is why lastmod comes first. A 200 whose
 bytes hash like last time yields no page either ('unchanged'). Unchanged pages are revisited
 less and less often (the revisit interval doubles up to ``max_revisit_s``).
 
@@ -193,6 +197,7 @@ FETCH_REASONS: dict[str, str] = {
     "unchanged": "200 but the same bytes as last time: no page",
     "not_modified": "304 to a conditional GET: no page",
     "not_due": "fetch_state.next_due is in the future: no request made",
+    "lastmod_unchanged": "sitemap <lastmod> not after our last verified fetch: no request made",
     # discovery (stage='discover')
     "duplicate": "URL already discovered in this run (after canonicalisation)",
     "filtered_include": "URL matches none of the source's include patterns",
@@ -230,7 +235,11 @@ FETCH_REASONS: dict[str, str] = {
 # reasons after which the URL is tried again next run (the failure is probably temporary)
 TRANSIENT = {"timeout", "connection_error", "robots_unavailable", "dns_error", "error"}
 # reasons that are normal outcomes, not rejects
-NORMAL = {"ok", "unchanged", "not_modified", "not_due", "duplicate"}
+NORMAL = {"ok", "unchanged", "not_modified", "not_due", "lastmod_unchanged", "duplicate"}
+# a publisher's clock may run behind ours: a lastmod this close to our fetch proves nothing
+LASTMOD_SLACK = timedelta(minutes=5)
+# outcomes after which we hold the page's current content (a later lastmod can be compared)
+VERIFIED = {"ok", "unchanged", "not_modified"}
 
 
 @dataclass
@@ -758,6 +767,23 @@ def _lookup(state: dict[str, dict[str, Any]], canon: str, url: str) -> dict[str,
     return state.get(canon) or state.get(url) or {}
 
 
+def _unchanged_by_lastmod(shard: Shard, url: str, prev: dict[str, Any], now: datetime,
+                          s: FetchSettings) -> str | None:
+    """Why no request is needed, or None: the sitemap dates the page's last change before our
+    last verified copy. Polite crawlers trust <lastmod>; a conditional GET still costs the
+    host a request and us the per-host delay. Pages are re-verified by a real request at least
+    every ``max_revisit_s`` in case a publisher's lastmod lies."""
+    if not shard.modified or prev.get("last_reason") not in VERIFIED:
+        return None
+    mod = _ts(shard.modified.get(url))
+    last = _ts(prev.get("last_fetched"))
+    if mod is None or last is None or mod + LASTMOD_SLACK > last:
+        return None
+    if (now - last).total_seconds() >= s.max_revisit_s:
+        return None
+    return f"lastmod {mod.isoformat()} <= last fetched {last.isoformat()}"
+
+
 def _fetch_http(shard: Shard, settings: FetchSettings, state: dict[str, dict[str, Any]],
                 run_id: str, archive_dir: Path, out: _Out,
                 client: httpx.Client | None) -> None:
@@ -769,6 +795,9 @@ def _fetch_http(shard: Shard, settings: FetchSettings, state: dict[str, dict[str
         next_due = _ts(prev.get("next_due"))
         if next_due is not None and next_due > now:
             out.log(url, "not_due", f"next due {next_due.isoformat()}", from_cache=True,
+                    status=prev.get("last_status"))
+        elif (why := _unchanged_by_lastmod(shard, url, prev, now, settings)) is not None:
+            out.log(url, "lastmod_unchanged", why, from_cache=True,
                     status=prev.get("last_status"))
         else:
             due.append((url, canon, prev))

@@ -18,6 +18,7 @@ import os
 import re
 import zlib
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -126,6 +127,9 @@ class Shard:
     allow_private: bool = False
     user_agent: str | None = None
     delay_s: float | None = None
+    # URL -> the sitemap's <lastmod> (ISO): a page whose publisher says it has not changed
+    # since our last verified fetch needs no request at all, not even a conditional one
+    modified: dict[str, str] | None = None
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -312,6 +316,10 @@ class Found:
     url: str
     published: datetime | None = None
     language: str | None = None
+    # sitemap <lastmod> as the latest instant it can mean: the end of its day for a bare date,
+    # the next second otherwise (a page fetched at 10:00:00.7 and edited at 10:00:00.9 has
+    # lastmod 10:00:00, which must not read as "older than our copy")
+    modified: datetime | None = None
 
 
 def _local(tag: str) -> str:
@@ -330,6 +338,13 @@ def _parse_date(text: str | None) -> datetime | None:
     except ValueError:
         return None
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _lastmod_bound(text: str | None) -> datetime | None:
+    d = _parse_date(text)
+    if d is None or text is None:
+        return None
+    return d + (timedelta(days=1) if len(text.strip()) == 10 else timedelta(seconds=1))
 
 
 def parse_sitemap(data: bytes, base_url: str) -> tuple[list[Found], list[str]]:
@@ -366,7 +381,8 @@ def parse_sitemap(data: bytes, base_url: str) -> tuple[list[Found], list[str]]:
                 if tag == "sitemap":
                     children.append(url)
                 else:
-                    pages.append(Found(url, _parse_date(pub) or _parse_date(lastmod), lang))
+                    pages.append(Found(url, _parse_date(pub) or _parse_date(lastmod), lang,
+                                       _lastmod_bound(lastmod)))
             el.clear()
     except ET.ParseError:
         if not pages and not children:
@@ -420,6 +436,7 @@ class _Discovery:
         self.now = now
         self.rows: list[dict[str, Any]] = []
         self.seen: set[str] = set()
+        self.modified: dict[str, datetime] = {}  # canonical URL -> latest sitemap <lastmod>
 
     def log(self, src: Source, url: str, reason: str, detail: str | None = None,
             status: int | None = None) -> None:
@@ -498,6 +515,9 @@ class _Discovery:
         kept: list[str] = []
         for f in found:
             url = canonical_url(f.url)
+            if f.modified is not None:  # a duplicate's lastmod still tells when the page changed
+                old = self.modified.get(url)
+                self.modified[url] = f.modified if old is None else max(old, f.modified)
             if not url.startswith(("http://", "https://")):
                 self.log(src, f.url, "bad_url", "not http(s)")
             elif url in self.seen:
@@ -630,10 +650,13 @@ def discover(sources: list[Source], settings: FetchSettings,
     from tasks.fetch import FETCHES, HttpFetcher
 
     size = shard_size or settings.shard_size
+    now = now or utcnow()
     fetcher = HttpFetcher(settings, run_id=run_id, client=client)
-    d = _Discovery(settings, fetcher, run_id, now or utcnow())
+    d = _Discovery(settings, fetcher, run_id, now)
     shards: list[Shard] = []
     try:
+        listed = _read_listings([s for s in sources if s.kind in URL_KINDS], settings, client,
+                                run_id, now)
         for src in sources:
             if src.kind not in URL_KINDS:
                 try:
@@ -641,8 +664,12 @@ def discover(sources: list[Source], settings: FetchSettings,
                 except Exception as e:  # noqa: BLE001 - a corrupt file is logged, not fatal
                     d.log(src, src.location, "discovery_error", f"{type(e).__name__}: {e}")
                 continue
+            found, rows, error = listed[id(src)]
+            d.rows.extend(rows)
             try:
-                urls = d.filter(src, d.found(src))
+                if error is not None:
+                    raise error
+                urls = d.filter(src, found)
             except Exception as e:  # noqa: BLE001 - one broken source must not stop the others
                 d.log(src, src.location, "discovery_error", f"{type(e).__name__}: {e}")
                 continue
@@ -657,7 +684,39 @@ def discover(sources: list[Source], settings: FetchSettings,
                                         user_agent=src.user_agent, delay_s=src.delay_s))
     finally:
         fetcher.close()
+    for sh in shards:
+        if sh.kind in URL_KINDS:
+            mods = {u: d.modified[u].isoformat() for u in sh.items if u in d.modified}
+            sh.modified = mods or None
     return _interleave_hosts(shards), pa.Table.from_pylist(d.rows, schema=FETCHES)
+
+
+def _read_listings(sources: list[Source], settings: FetchSettings,
+                   client: httpx.Client | None, run_id: str, now: datetime,
+                   ) -> dict[int, tuple[list[Found], list[dict[str, Any]], Exception | None]]:
+    """Read every source's feed/sitemap/list at once, one thread per source.
+
+    Publishers are different hosts, so their per-host delays need not add up: read one after
+    the other, N sitemaps cost N politeness waits before the first page is fetched, which
+    dominates an unchanged re-run. Each thread has its own fetcher and log, so the rows come
+    back in source order and the (order-dependent) URL dedup stays with the caller.
+    """
+    from tasks.fetch import HttpFetcher
+
+    def one(src: Source) -> tuple[list[Found], list[dict[str, Any]], Exception | None]:
+        sub = _Discovery(settings, HttpFetcher(settings, run_id=run_id, client=client),
+                         run_id, now)
+        try:
+            return sub.found(src), sub.rows, None
+        except Exception as e:  # noqa: BLE001 - reported by the caller as discovery_error
+            return [], sub.rows, e
+        finally:
+            sub.fetcher.close()
+
+    if len(sources) <= 1:
+        return {id(s): one(s) for s in sources}
+    with ThreadPoolExecutor(max_workers=min(8, len(sources))) as ex:
+        return {id(s): r for s, r in zip(sources, ex.map(one, sources), strict=True)}
 
 
 def _interleave_hosts(shards: list[Shard]) -> list[Shard]:

@@ -152,6 +152,22 @@ def test_etag_and_last_modified_round_trip(site: DemoSite, client: httpx.Client,
     assert client.get(site.url(path), headers={"If-None-Match": etag}).status_code == 304
 
 
+def test_an_edited_page_gets_a_new_sitemap_lastmod(site: DemoSite, client: httpx.Client,
+                                                   expected: dict) -> None:
+    path = next(p for p in expected["articles"]
+                if site.url(p) in client.get(site.url("/sitemaps/articles.xml")).text)
+    before = client.get(site.url("/sitemaps/articles.xml"))
+    site.set_page(path, "<html><body><article><p>Edited.</p></article></body></html>")
+    try:
+        after = client.get(site.url("/sitemaps/articles.xml"))
+        assert after.headers["etag"] != before.headers["etag"]
+        entry = after.text.split(f"<loc>{site.url(path)}</loc>", 1)[1].split("</url>", 1)[0]
+        assert "<lastmod>2025-" not in entry and "<lastmod>20" in entry
+    finally:
+        site.set_page(path, None)
+    assert client.get(site.url("/sitemaps/articles.xml")).text == before.text
+
+
 def test_requests_are_recorded_and_unknown_paths_404(site: DemoSite,
                                                      client: httpx.Client) -> None:
     assert client.get(site.url("/no/such/page.html")).status_code == 404

@@ -15,6 +15,7 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pytest
@@ -316,6 +317,47 @@ def test_not_due_makes_no_request(server, settings, tmp_path):
     assert paths_requested(server) == []
 
 
+def _verified(url: str, last_fetched, reason: str = "ok") -> dict:
+    return {url: {"canonical_url": url, "next_due": utcnow() - timedelta(minutes=1),
+                  "last_fetched": last_fetched, "last_reason": reason, "etag": '"v1"',
+                  "content_hash": "abc"}}
+
+
+def test_sitemap_lastmod_before_last_fetch_makes_no_request(server, settings, tmp_path):
+    server.expect_request("/kept").respond_with_data(HTML.format(t="x"),
+                                                     content_type="text/html")
+    url = server.url_for("/kept")
+    fetched = utcnow() - timedelta(hours=2)
+    res = run(server, settings, tmp_path, "/kept", state=_verified(url, fetched),
+              modified={url: (fetched - timedelta(days=1)).isoformat()})
+    assert reasons(res) == {"kept": "lastmod_unchanged"}
+    assert res.fetches.column("from_cache").to_pylist() == [True]
+    assert paths_requested(server) == [] and res.rejects.num_rows == 0
+
+
+@pytest.mark.parametrize("case", ["changed_after_fetch", "within_clock_slack",
+                                  "last_fetch_failed", "too_long_ago"])
+def test_lastmod_does_not_skip_when_it_cannot_vouch(server, settings, tmp_path, case):
+    """A newer lastmod (or one within clock-skew slack of our fetch), a copy we never
+    verified, or a copy older than max_revisit_s: ask."""
+    server.expect_request("/p").respond_with_data(HTML.format(t="P"), content_type="text/html")
+    url = server.url_for("/p")
+    fetched = utcnow() - timedelta(hours=2)
+    lastmod = fetched - timedelta(days=1)
+    reason = "ok"
+    if case == "changed_after_fetch":
+        lastmod = fetched + timedelta(minutes=5)
+    elif case == "within_clock_slack":
+        lastmod = fetched - timedelta(minutes=1)
+    elif case == "last_fetch_failed":
+        reason = "timeout"
+    else:
+        settings.max_revisit_s = 3600.0
+    res = run(server, settings, tmp_path, "/p", state=_verified(url, fetched, reason),
+              modified={url: lastmod.isoformat()})
+    assert reasons(res) == {"p": "ok"} and "/p" in paths_requested(server)
+
+
 def test_ssrf_blocked_without_allow_list(server, settings, tmp_path):
     server.expect_request("/internal").respond_with_data("secret", content_type="text/html")
     settings.allow_private_hosts = set()
@@ -572,3 +614,42 @@ def test_unchanged_warc_slice_is_not_read_again(settings, tmp_path):
     assert third.pages.num_rows == 0
     assert reasons(third) == {"a": "unchanged", "logo.png": "content_type",
                               "gone": "http_error", "b": "unchanged"}
+
+
+def test_demo_rerun_requests_only_what_the_sitemap_says_changed(tmp_path):
+    """Second visit to the demo site: an edited page (the CMS moved its <lastmod>) is fetched
+    again, pages the sitemap dates before our copy get no request, pages without a
+    <lastmod> are asked conditionally (304)."""
+    from dataclasses import replace
+
+    from newsflow.demo.server import DemoSite, sources_yaml
+    from tasks.fetch import shard_state
+    from tasks.sources import load_sources
+
+    with DemoSite(port=0) as site:
+        (tmp_path / "sources.yaml").write_text(sources_yaml(site.base_url), encoding="utf-8")
+        sources, settings = load_sources(tmp_path / "sources.yaml")
+        settings = replace(settings, host_state_dir=str(tmp_path / "hosts"))
+
+        def visit(state: dict, run_id: str) -> tuple[dict, dict[str, str]]:
+            shards, _ = discover(sources, settings, run_id=run_id)
+            results = [fetch_shard(s, settings, shard_state(s, state), run_id,
+                                   tmp_path / "arch") for s in shards]
+            new = dict(state)
+            for r in results:
+                new.update(state_dict(r.state))
+            why = {row["url"]: row["reason"] for r in results for row in r.fetches.to_pylist()}
+            return new, why
+
+        state, first = visit({}, "r1")
+        assert set(first.values()) == {"ok"}
+        edited = next(u for u in first if "/northwire/" in u)
+        site.set_page(urlsplit(edited).path, HTML.format(t="Edited story"))
+        n_before = len(site.requests)
+        _, second = visit(state, "r2")
+        asked = {p for _, p in site.requests[n_before:]}
+    assert second[edited] == "ok"
+    assert set(second.values()) == {"ok", "lastmod_unchanged", "not_modified"}
+    skipped = [u for u, r in second.items() if r == "lastmod_unchanged"]
+    assert len(skipped) > len(second) // 2
+    assert not {urlsplit(u).path for u in skipped} & asked

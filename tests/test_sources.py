@@ -168,6 +168,25 @@ def test_sitemap_index_with_news_sitemap(server, settings):
     assert all(s.outlet == "Wire" and s.kind == "sitemap" for s in shards)
 
 
+def test_sitemap_lastmod_reaches_the_shard_even_for_a_duplicate(server, settings):
+    """A feed owns the URL, but the sitemap's <lastmod> for it still travels with the shard."""
+    base = server.url_for("").rstrip("/")
+    server.expect_request("/feed.xml").respond_with_data(
+        f'<rss version="2.0"><channel><item><link>{base}/a</link></item>'
+        f"<item><link>{base}/b</link></item></channel></rss>",
+        content_type="application/rss+xml")
+    server.expect_request("/sitemap.xml").respond_with_data(
+        '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+        f"<url><loc>{base}/a</loc><lastmod>2026-11-20T08:00:00Z</lastmod></url>"
+        f"<url><loc>{base}/c</loc><lastmod>2026-11-21</lastmod></url></urlset>",
+        content_type="application/xml")
+    shards, _ = discover([Source("f", "feed", base + "/feed.xml"),
+                          Source("s", "sitemap", base + "/sitemap.xml")], settings, now=NOW)
+    mods = {u.rsplit("/", 1)[-1]: m for s in shards for u, m in (s.modified or {}).items()}
+    # as the latest instant each can mean: the next second, the end of a bare date's day
+    assert mods == {"a": "2026-11-20T08:00:01+00:00", "c": "2026-11-22T00:00:00+00:00"}
+
+
 RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>Wire</title>
 <link>/</link>
 <item><title>One</title><link>/news/1</link><pubDate>Tue, 24 Nov 2026 10:00:00 GMT</pubDate></item>
