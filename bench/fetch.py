@@ -239,7 +239,7 @@ def demo(delay: float | None) -> None:
                 t_fetch = time.monotonic() - t0 - t_disc
                 pages = pa.concat_tables([r.pages for r in results])
                 t1 = time.monotonic()
-                articles, _ = extract_batch(pages, label)
+                n_articles = extract_batch(pages, label)[0].num_rows if pages.num_rows else 0
                 t_extract = time.monotonic() - t1
                 wall = time.monotonic() - t0
                 reasons: dict[str, int] = defaultdict(int)
@@ -252,7 +252,7 @@ def demo(delay: float | None) -> None:
                              "requests": len(site.requests) - n0,
                              "page_requests": sum(1 for _, p in site.requests[n0:]
                                                   if p.endswith(".html")),
-                             "full_downloads": pages.num_rows, "articles": articles.num_rows,
+                             "full_downloads": pages.num_rows, "articles": n_articles,
                              "reasons": dict(sorted(reasons.items()))})
         d = settings.per_host_delay_s
         print(f"demo site, its sources.yaml (feed + sitemap index), per-host delay {d}s")

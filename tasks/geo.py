@@ -103,7 +103,7 @@ MIN_CITY_POP = 5_000
 KIND_PRIOR = {"country": 100.0, "continent": 90.0, "us_state": 55.0, "region": 40.0}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Place:
     """One geocoding candidate (a GeoNames feature or a gazetteer region)."""
 

@@ -555,8 +555,16 @@ def validate(
                     "warning",
                 )
             continue
+        present = set(map(str, data.column_names if isinstance(data, pa.Table)
+                          else data.columns))
+        # only the columns some expectation reads go to pandas: the article tables carry
+        # bodies and metadata no check looks at, and converting them would double the run's
+        # peak memory for nothing (one column stays so table-level checks see the row count)
+        needed = [c for c in dict.fromkeys(c for exp in exps for c in _needed_columns(exp))
+                  if c in present]
+        if isinstance(data, pa.Table):
+            data = data.select(needed or data.column_names[:1])
         df = _to_pandas(data)
-        present = set(map(str, df.columns))
         runnable: list[dict] = []
         for exp in exps:
             missing = [c for c in _needed_columns(exp) if c not in present]
