@@ -212,7 +212,9 @@ def ingest(
     memory.limit_malloc_arenas()
     if use_pool:
         pool.start(workers)
-    threading.Thread(target=quality.warm_up, args=(wh.gx_dir,), daemon=True).start()
+    # GX's imports (seconds of CPU under the GIL) overlap with the pool stages, not with
+    # fetching: the fetch threads parse HTTP in this process and would wait on them
+    gx_warm = threading.Thread(target=quality.warm_up, args=(wh.gx_dir,), daemon=True)
     try:
         # fetch: discover shards, then one IO task per shard
         t0 = time.perf_counter()
@@ -258,6 +260,10 @@ def ingest(
             report("extract", 0, queued)
             report("enrich", 0, queued)
             unit_futures += [process_task.submit(u, str(stage_dir), run_id) for u in f["units"]]
+            if unit_futures and not gx_warm.is_alive() and gx_warm.ident is None:
+                gx_warm.start()  # the pool has work: this process is free until checks
+        if gx_warm.ident is None:
+            gx_warm.start()
         counts["fetch"] = _merge_counts(fetched, "fetch")
         timings["fetch"] = time.perf_counter() - t0
         fetches = _read_dir(stage_dir / "fetches")
