@@ -32,6 +32,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from newsflow import memory  # noqa: E402
 from newsflow.dedup_cmd import dedup_jsonl, doc_to_row  # noqa: E402
 from tasks.dedup import DedupConfig, DedupResult, MemoryHistory, dedup_batch  # noqa: E402
 from tasks.schema import ARTICLES_CORE, conform  # noqa: E402
@@ -315,6 +316,7 @@ def scale(args: argparse.Namespace) -> int:
 
     from warehouse.dedup_index import DuckDBHistory, apply_result, ensure_tables
 
+    memory.limit_malloc_arenas()  # as the flow's process runs
     db = Path(args.work or tempfile.mkdtemp(prefix="dedup-scale-")) / "scale.duckdb"
     db.parent.mkdir(parents=True, exist_ok=True)
     if db.exists():
@@ -333,9 +335,13 @@ def scale(args: argparse.Namespace) -> int:
         apply_result(con, res)
         t2 = time.perf_counter()
         total += t2 - t0
+        del docs, table, res
+        memory.release_free_memory()  # what the flow does after each step: RSS is then held
+        duck = con.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchone()[0]
         print(
             f"slice {i}: {per} docs dedup {t1 - t0:.1f}s ({per / (t1 - t0):.0f} docs/s) + "
-            f"load {t2 - t1:.1f}s; RSS now {_rss_now_mb():.0f} MB, peak {_rss_mb():.0f} MB",
+            f"load {t2 - t1:.1f}s; RSS now {_rss_now_mb():.0f} MB (DuckDB buffers"
+            f" {(duck or 0) / 2**20:.0f} MB), peak {_rss_mb():.0f} MB",
             flush=True,
         )
     n_bands = con.execute("SELECT count(*) FROM dedup_bands").fetchone()[0]
