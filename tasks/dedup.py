@@ -1004,6 +1004,23 @@ def _utc(value: datetime | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _fingerprint_rows(
+    body_col: pa.ChunkedArray | None, titles: list, rows: list[int], cfg: DedupConfig
+) -> list[Fingerprint]:
+    """Fingerprints of ``rows``, turning bodies into Python strings a slice at a time: the
+    whole batch's bodies as str objects would be the stage's largest allocation."""
+    out: list[Fingerprint] = []
+    step = 20_000 if cfg.workers > 1 else 2_000  # the pool path wants big slices
+    for lo in range(0, len(rows), step):
+        part = rows[lo : lo + step]
+        if body_col is None:
+            bodies: list[str | None] = [None] * len(part)
+        else:
+            bodies = body_col.take(pa.array(part, pa.int64())).to_pylist()
+        out.extend(fingerprint_many(bodies, [titles[i] for i in part], cfg))
+    return out
+
+
 def _col(table: pa.Table, name: str) -> list:
     return table.column(name).to_pylist() if name in table.column_names else [None] * len(table)
 
@@ -1050,7 +1067,7 @@ def dedup_batch(
     if len(keep_rows) < n_in:
         articles = articles.take(keep_rows)
         ids = _col(articles, "article_id")
-    bodies = _col(articles, "body")
+    body_col = articles.column("body") if "body" in articles.column_names else None
     published = _col(articles, "published")
     hashes = _col(articles, "content_hash")
     fetched = _col(articles, "fetched_at")
@@ -1075,13 +1092,7 @@ def dedup_batch(
     ]
     titles = _col(articles, "title")
     sites = [_site(o, u) for o, u in zip(meta_src["outlet"], meta_src["url"], strict=True)]
-    fps_all = dict(
-        zip(
-            need,
-            fingerprint_many([bodies[i] for i in need], [titles[i] for i in need], cfg),
-            strict=True,
-        )
-    )
+    fps_all = dict(zip(need, _fingerprint_rows(body_col, titles, need, cfg), strict=True))
     out_assign: dict[str, dict] = {}
     todo: list[int] = []
     changed: dict[int, dict] = {}
@@ -1237,7 +1248,9 @@ def dedup_batch(
                 "first_seen": _first_seen(fetched[i], published[i]),
                 "run_id": run_id,
                 "title": titles[i],
-                "footer_credit": syndication.footer_credit(bodies[i]),
+                "footer_credit": syndication.footer_credit(
+                    body_col[i].as_py() if body_col is not None else None
+                ),
                 "published_at": _utc(meta_src["published_at"][i]),
             }
         )
