@@ -316,7 +316,7 @@ def scale(args: argparse.Namespace) -> int:
 
     from warehouse.dedup_index import DuckDBHistory, apply_result, ensure_tables
 
-    memory.limit_malloc_arenas()  # as the flow's process runs
+    memory.setup_process()  # as the flow's process runs
     db = Path(args.work or tempfile.mkdtemp(prefix="dedup-scale-")) / "scale.duckdb"
     db.parent.mkdir(parents=True, exist_ok=True)
     if db.exists():

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every", type=int, default=5_000)
     ap.add_argument("--batch", type=int, default=100, help="pages per extract_batch call")
     a = ap.parse_args(argv)
-    memory.limit_malloc_arenas()  # as the flow's workers run
+    memory.setup_process()  # as the flow's workers run
     pages = load_pages(a.corpus)
     rng = random.Random(7)
     now = utcnow()

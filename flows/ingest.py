@@ -209,7 +209,7 @@ def ingest(
     reports: list[quality.QualityReport] = []
     counts: dict = summary.counts
     settings = None
-    memory.limit_malloc_arenas()
+    memory.setup_process()
     if use_pool:
         pool.start(workers)
     # GX's imports (seconds of CPU under the GIL) overlap with the pool stages, not with

@@ -37,6 +37,26 @@ def limit_malloc_arenas(n: int = 2) -> bool:
     return bool(lib and lib.mallopt(_M_ARENA_MAX, n))
 
 
+def use_system_arrow_pool() -> None:
+    """Allocate Arrow buffers with the C library's malloc instead of pyarrow's bundled mimalloc.
+
+    mimalloc keeps freed pages for reuse and ``malloc_trim`` cannot reach them, so a process
+    that builds and drops one large table after another (a shard, a unit, a dedup batch)
+    shows an RSS that ratchets up run after run. Through malloc the same pages are trimmed
+    with the rest of the heap (measured on bench/dedup.py scale, 4 x 50k docs: RSS after each
+    slice 683 -> 1372 MB with mimalloc, 649 -> 971 MB with the system pool, same speed).
+    """
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
+def setup_process() -> None:
+    """Memory settings for every long-lived newsflow process (the flow and pool workers)."""
+    limit_malloc_arenas()
+    use_system_arrow_pool()
+
+
 def release_free_memory() -> bool:
     """Return freed heap memory to the OS (glibc's malloc_trim)."""
     lib = _libc()

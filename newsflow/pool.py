@@ -28,8 +28,15 @@ def start(workers: int | None = None) -> ProcessPoolExecutor:
             max_workers=workers or default_workers(),
             mp_context=mp.get_context("spawn"),
             max_tasks_per_child=200,  # bounds any slow growth in parser caches
+            initializer=_init_worker,
         )
     return _pool
+
+
+def _init_worker() -> None:
+    from newsflow.memory import setup_process
+
+    setup_process()
 
 
 def shutdown() -> None:

@@ -280,9 +280,14 @@ TABLE_SPECS: list[TableSpec] = [
 class History(Protocol):
     """What dedup needs to know about articles already deduplicated (earlier runs)."""
 
-    def candidates(self, keys: pa.Table) -> pa.Table:
+    def candidates(self, keys: pa.Table, limit: int | None = None) -> pa.Table:
         """``keys`` (KEYS: article_id, band_key of new docs) -> CANDIDATES rows: one per
-        (new doc, stored doc) pair sharing keys, with the stored doc's fingerprint."""
+        (new doc, other stored doc) pair sharing keys, with the stored doc's fingerprint.
+
+        With ``limit``, only each new doc's ``limit`` best pairs: most shared keys first, then
+        earliest (published, article id), the order dedup verifies them in. Dedup never looks
+        past its first ``max_verify``, and without the limit the rows (each with a fingerprint)
+        would grow with history as common keys fill up to ``band_cap`` holders."""
         ...
 
     def key_counts(self, keys: pa.Table) -> pa.Table:
@@ -307,15 +312,26 @@ class MemoryHistory:
         self.by_cluster: dict[str, list[str]] = defaultdict(list)
         self.band_cap = band_cap
 
-    def candidates(self, keys: pa.Table) -> pa.Table:
+    def candidates(self, keys: pa.Table, limit: int | None = None) -> pa.Table:
         shared: Counter = Counter()
-        for aid, k in zip(
+        for aid, k in set(zip(
             keys.column("article_id").to_pylist(), keys.column("band_key").to_pylist(), strict=True
-        ):
+        )):
             for cid in self.bands.get(k, ()):
-                shared[(aid, cid)] += 1
+                if cid != aid:
+                    shared[(aid, cid)] += 1
+        pairs = sorted(shared.items(), key=lambda p: (
+            p[0][0], -p[1], _order_key(self.docs[p[0][1]]["published"], p[0][1])))
+        if limit is not None:
+            kept: Counter = Counter()
+            top = []
+            for pair in pairs:
+                if kept[pair[0][0]] < limit:
+                    kept[pair[0][0]] += 1
+                    top.append(pair)
+            pairs = top
         rows = []
-        for (aid, cid), n in shared.items():
+        for (aid, cid), n in pairs:
             d = self.docs[cid]
             rows.append(
                 {
@@ -1129,7 +1145,7 @@ def dedup_batch(
     hist_cands: dict[str, list[tuple]] = defaultdict(list)
     hist_counts: dict[int, int] = {}
     if todo:
-        ct = history.candidates(keys_tbl)
+        ct = history.candidates(keys_tbl, limit=cfg.max_verify)
         for r in zip(*(ct.column(c).to_pylist() for c in CANDIDATES.names), strict=True):
             aid, cid, shared, cl, ek, sh, bd, pub, ttl, outlet, url = r
             if cid == aid:

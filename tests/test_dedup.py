@@ -250,6 +250,37 @@ def test_incremental_day_by_day_equals_batch_in_memory_and_duckdb(tmp_path) -> N
     con.close()
 
 
+def test_history_candidates_are_limited_to_the_best_alike_in_memory_and_duckdb(tmp_path):
+    """Both histories keep each new doc's best pairs (most shared keys, then earliest), never
+    the doc itself, so the rows dedup reads stay bounded as history grows."""
+    rows = _corpus()
+    res = dedup_batch(table(rows), MemoryHistory(), "all")
+    mem = MemoryHistory()
+    mem.add(res.index_rows)
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    ensure_tables(con)
+    apply_result(con, res)
+    keys = pa.Table.from_pylist(res.index_rows["dedup_bands"].to_pylist()[:4000])
+    keys = keys.select(["article_id", "band_key"])
+
+    def pairs(hist, limit):
+        t = hist.candidates(keys, limit=limit)
+        return sorted(zip(t.column("article_id").to_pylist(), t.column("cand_id").to_pylist(),
+                          t.column("shared").to_pylist(), strict=True))
+
+    full = pairs(mem, None)
+    assert full == pairs(DuckDBHistory(con), None)
+    assert all(a != c for a, c, _ in full)
+    top = pairs(mem, 1)
+    assert top == pairs(DuckDBHistory(con), 1)
+    for aid in {a for a, _, _ in full}:
+        best = max(n for a, _, n in full if a == aid)
+        (kept,) = [(c, n) for a, c, n in top if a == aid]
+        assert kept[1] == best
+    assert len(top) < len(full)
+    con.close()
+
+
 def test_cluster_id_is_stable_when_a_later_copy_arrives() -> None:
     hist = MemoryHistory()
     first = dedup_batch(table([article("orig", "a.example", A, 6)]), hist, "r1")

@@ -26,3 +26,15 @@ def test_trim_gives_back_memory_that_free_keeps():
         return  # not glibc, or this libc already returned it: nothing to show
     assert kept > 200 * 2**20, "the scenario did not reproduce: freed memory was returned"
     assert after < 50 * 2**20
+
+
+def test_arrow_buffers_come_from_malloc_so_trim_reaches_them():
+    import pyarrow as pa
+
+    memory.use_system_arrow_pool()
+    assert pa.default_memory_pool().backend_name == "system"
+    before = pa.system_memory_pool().bytes_allocated()
+    arr = pa.array(range(1_000_000), pa.int64())
+    assert pa.system_memory_pool().bytes_allocated() - before >= 8_000_000
+    del arr
+    assert pa.system_memory_pool().bytes_allocated() - before < 1_000_000

@@ -49,22 +49,33 @@ class DuckDBHistory:
         self.con.register(name, table)
         return name
 
-    def candidates(self, keys: pa.Table) -> pa.Table:
+    def candidates(self, keys: pa.Table, limit: int | None = None) -> pa.Table:
         name = self._register(keys.select(["article_id", "band_key"]))
         try:
-            # distinct (new doc, key) pairs first: a doc never lists a key twice, but be safe
+            # distinct (new doc, key) pairs first: a doc never lists a key twice, but be safe.
+            # Rank before fetching fingerprints, so only the kept pairs carry their blobs.
             out = self.con.execute(
                 f"""
                 WITH k AS (SELECT DISTINCT article_id, band_key FROM {name}),
                 pairs AS (
                     SELECT k.article_id, b.article_id AS cand_id, count(*)::INTEGER AS shared
                     FROM k JOIN dedup_bands b USING (band_key)
+                    WHERE b.article_id <> k.article_id
                     GROUP BY ALL
+                ),
+                ranked AS (
+                    SELECT p.article_id, p.cand_id, p.shared, row_number() OVER (
+                        PARTITION BY p.article_id
+                        ORDER BY p.shared DESC, coalesce(d.published, DATE '9999-12-31'),
+                                 p.cand_id) AS rn
+                    FROM pairs p JOIN dedup_docs d ON d.article_id = p.cand_id
                 )
-                SELECT p.article_id, p.cand_id, p.shared, d.cluster_id, d.exact_key, d.shingles,
+                SELECT r.article_id, r.cand_id, r.shared, d.cluster_id, d.exact_key, d.shingles,
                        d.bounds, d.published, d.title, d.outlet, d.url
-                FROM pairs p JOIN dedup_docs d ON d.article_id = p.cand_id
-                """
+                FROM ranked r JOIN dedup_docs d ON d.article_id = r.cand_id
+                WHERE r.rn <= $limit
+                """,
+                {"limit": limit if limit is not None else 2**62},
             ).to_arrow_table()
         finally:
             self.con.unregister(name)
