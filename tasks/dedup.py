@@ -1020,6 +1020,37 @@ def _utc(value: datetime | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+HISTORY_CHUNK = 10_000  # documents per history query in dedup_batch
+
+
+def _history_for(
+    docs: list[tuple[str, np.ndarray]], history: History, cfg: DedupConfig
+) -> tuple[dict[str, list[tuple]], dict[int, int]]:
+    """Stored candidates (best ``max_verify`` per doc) and holder counts of these docs' keys."""
+    keys_tbl = pa.table(
+        {
+            "article_id": pa.array([a for a, ks in docs for _ in range(len(ks))], pa.string()),
+            "band_key": pa.array(
+                np.concatenate([ks for _, ks in docs]) if docs else np.zeros(0, np.int64)
+            ),
+        },
+        schema=KEYS,
+    )
+    cands: dict[str, list[tuple]] = defaultdict(list)
+    if not docs:
+        return cands, {}
+    ct = history.candidates(keys_tbl, limit=cfg.max_verify)
+    for r in zip(*(ct.column(c).to_pylist() for c in CANDIDATES.names), strict=True):
+        aid, cid, shared, cl, ek, sh, bd, pub, ttl, outlet, url = r
+        if cid == aid:
+            continue
+        site = _site(outlet, url)
+        cands[aid].append((shared, _order_key(pub, cid), cid, cl, ek, sh, bd, None, ttl, site))
+    kc = history.key_counts(keys_tbl)
+    counts = dict(zip(kc.column("band_key").to_pylist(), kc.column("n").to_pylist(), strict=True))
+    return cands, counts
+
+
 def _fingerprint_rows(
     body_col: pa.ChunkedArray | None, titles: list, rows: list[int], cfg: DedupConfig
 ) -> list[Fingerprint]:
@@ -1129,44 +1160,24 @@ def dedup_batch(
     todo.sort(key=lambda i: _order_key(published[i], ids[i]))
 
     clock.append(("fingerprint", perf_counter()))
-    # -- candidates from history: one join for the whole batch
-    key_ids: list[str] = []
-    key_vals: list[np.ndarray] = []
-    for i in todo:
-        key_vals.append(fps[i].keys)
-        key_ids.extend([ids[i]] * len(fps[i].keys))
-    keys_tbl = pa.table(
-        {
-            "article_id": pa.array(key_ids, pa.string()),
-            "band_key": pa.array(np.concatenate(key_vals) if key_vals else np.zeros(0, np.int64)),
-        },
-        schema=KEYS,
-    )
-    hist_cands: dict[str, list[tuple]] = defaultdict(list)
-    hist_counts: dict[int, int] = {}
-    if todo:
-        ct = history.candidates(keys_tbl, limit=cfg.max_verify)
-        for r in zip(*(ct.column(c).to_pylist() for c in CANDIDATES.names), strict=True):
-            aid, cid, shared, cl, ek, sh, bd, pub, ttl, outlet, url = r
-            if cid == aid:
-                continue
-            site = _site(outlet, url)
-            hist_cands[aid].append(
-                (shared, _order_key(pub, cid), cid, cl, ek, sh, bd, None, ttl, site)
-            )
-        kc = history.key_counts(keys_tbl)
-        hist_counts = dict(
-            zip(kc.column("band_key").to_pylist(), kc.column("n").to_pylist(), strict=True)
-        )
-
-    clock.append(("candidates", perf_counter()))
-    # -- sequential assignment in (published, article_id) order
+    # -- sequential assignment in (published, article_id) order; history is asked one chunk
+    # of documents at a time (one join per chunk), so the candidate rows held at once, each
+    # with a stored fingerprint, are bounded by the chunk, not by batch size x history
     held: dict[int, list[int]] = defaultdict(list)
     band_keys: list[int] = []
     band_ids: list[str] = []
     order_of = {i: _order_key(published[i], ids[i]) for i in todo}
     cap = cfg.band_cap
-    for i in todo:
+    hist_cands: dict[str, list[tuple]] = {}
+    hist_counts: dict[int, int] = {}
+    t_hist = 0.0
+    for pos, i in enumerate(todo):
+        if pos % HISTORY_CHUNK == 0:
+            t_q = perf_counter()
+            hist_cands, hist_counts = _history_for(
+                [(ids[j], fps[j].keys) for j in todo[pos : pos + HISTORY_CHUNK]], history, cfg
+            )
+            t_hist += perf_counter() - t_q
         a = ids[i]
         fp = fps[i]
         cands = list(hist_cands.get(a, ()))
@@ -1298,7 +1309,8 @@ def dedup_batch(
         "dup_kind": dict(kinds_all),
         "clusters_touched": len(touched),
         "band_rows": bands_tbl.num_rows,
-        "seconds": {name: round(t - clock[i][1], 3) for i, (name, t) in enumerate(clock[1:])},
+        "seconds": {name: round(t - clock[i][1], 3) for i, (name, t) in enumerate(clock[1:])}
+        | {"history queries (in assign)": round(t_hist, 3)},
     }
     return DedupResult(
         assignments=assign_tbl,

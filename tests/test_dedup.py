@@ -250,6 +250,23 @@ def test_incremental_day_by_day_equals_batch_in_memory_and_duckdb(tmp_path) -> N
     con.close()
 
 
+def test_history_asked_in_small_chunks_gives_the_same_clusters(monkeypatch, tmp_path) -> None:
+    import tasks.dedup as dedup_mod
+
+    rows = _corpus()
+    batch = _state([dedup_batch(table(rows), MemoryHistory(), "all")])
+    monkeypatch.setattr(dedup_mod, "HISTORY_CHUNK", 2)
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    ensure_tables(con)
+    duck = []
+    for i, day in enumerate(_by_day(rows)):
+        r = dedup_batch(table(day), DuckDBHistory(con), f"d{i}")
+        apply_result(con, r)
+        duck.append(r)
+    con.close()
+    assert _state(duck) == batch
+
+
 def test_history_candidates_are_limited_to_the_best_alike_in_memory_and_duckdb(tmp_path):
     """Both histories keep each new doc's best pairs (most shared keys, then earliest), never
     the doc itself, so the rows dedup reads stay bounded as history grows."""
