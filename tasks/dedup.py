@@ -314,10 +314,15 @@ class MemoryHistory:
 
     def candidates(self, keys: pa.Table, limit: int | None = None) -> pa.Table:
         shared: Counter = Counter()
-        for aid, k in set(zip(
+        seen: set[tuple[str, int]] = set()  # a (doc, key) pair counts once
+        for aid, k in zip(
             keys.column("article_id").to_pylist(), keys.column("band_key").to_pylist(), strict=True
-        )):
-            for cid in self.bands.get(k, ()):
+        ):
+            holders = self.bands.get(k)
+            if not holders or (aid, k) in seen:
+                continue
+            seen.add((aid, k))
+            for cid in holders:
                 if cid != aid:
                     shared[(aid, cid)] += 1
         pairs = sorted(shared.items(), key=lambda p: (
