@@ -260,7 +260,7 @@ def ingest(
             report("extract", 0, queued)
             report("enrich", 0, queued)
             unit_futures += [process_task.submit(u, str(stage_dir), run_id) for u in f["units"]]
-            if unit_futures and not gx_warm.is_alive() and gx_warm.ident is None:
+            if unit_futures and gx_warm.ident is None:
                 gx_warm.start()  # the pool has work: this process is free until checks
         if gx_warm.ident is None:
             gx_warm.start()

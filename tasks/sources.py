@@ -667,11 +667,12 @@ def discover(sources: list[Source], settings: FetchSettings,
             found, rows, error = listed[id(src)]
             d.rows.extend(rows)
             try:
-                if error is not None:
-                    raise error
-                urls = d.filter(src, found)
+                if error is None:
+                    urls = d.filter(src, found)
             except Exception as e:  # noqa: BLE001 - one broken source must not stop the others
-                d.log(src, src.location, "discovery_error", f"{type(e).__name__}: {e}")
+                error = e
+            if error is not None:
+                d.log(src, src.location, "discovery_error", f"{type(error).__name__}: {error}")
                 continue
             by_host: dict[str, list[str]] = {}
             for u in urls:

@@ -432,27 +432,26 @@ def test_opening_match_needs_agreeing_headlines() -> None:
 OIL_TITLE = "Oil prices slip as traders weigh sanctions talk and soft demand"
 
 
+def _oil_wire(**extra: object) -> dict:
+    """The wire original of the oil story: its own headline, fetched after its copy."""
+    return article("wire", "northwire.example", A, 6, title=OIL_TITLE,
+                   fetched_at=datetime(2025, 1, 6, 12, tzinfo=UTC), **extra)
+
+
+def _oil_copy(paras: list[str], **extra: object) -> dict:
+    """A same-day copy with a rewritten headline, fetched first."""
+    return article("copy", "meridian.example", paras, 6,
+                   title="Oil slips as sanctions talk meets soft demand",
+                   fetched_at=datetime(2025, 1, 6, 9, tzinfo=UTC), **extra)
+
+
 def test_headline_credit_names_the_original() -> None:
     """A copy's footer names the original by its headline ('Original article source: <title>'),
     glued to its last sentence; the copy was published the same day and fetched first."""
     copy_body = A[:-1] + [A[-1] + "Original article source: " + OIL_TITLE]
     rows = [
-        article(
-            "wire",
-            "northwire.example",
-            A,
-            6,
-            title=OIL_TITLE,
-            fetched_at=datetime(2025, 1, 6, 12, tzinfo=UTC),
-        ),
-        article(
-            "copy",
-            "meridian.example",
-            copy_body,
-            6,
-            title="Oil slips as sanctions talk meets soft demand",
-            fetched_at=datetime(2025, 1, 6, 9, tzinfo=UTC),
-        ),
+        _oil_wire(),
+        _oil_copy(copy_body),
     ]
     res = dedup_batch(table(rows), MemoryHistory(), "r1")
     (row,) = res.clusters.to_pylist()
@@ -465,24 +464,8 @@ def test_headline_credit_names_the_original() -> None:
     # a copy that kept the original's headline but credits someone else is not the original
     # (the original naming itself as source organization still is)
     rows = [
-        article(
-            "wire",
-            "northwire.example",
-            A,
-            6,
-            title=OIL_TITLE,
-            fetched_at=datetime(2025, 1, 6, 12, tzinfo=UTC),
-            syndication_hints=json.dumps({"sourceOrganization": "Northwire"}),
-        ),
-        article(
-            "copy",
-            "meridian.example",
-            A,
-            6,
-            title="Oil slips as sanctions talk meets soft demand",
-            origin_credit=OIL_TITLE,
-            fetched_at=datetime(2025, 1, 6, 9, tzinfo=UTC),
-        ),
+        _oil_wire(syndication_hints=json.dumps({"sourceOrganization": "Northwire"})),
+        _oil_copy(A, origin_credit=OIL_TITLE),
         article(
             "same_title",
             "brightline.example",
