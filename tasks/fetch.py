@@ -57,6 +57,7 @@ from tasks.archive import (
     page_row,
     record_page,
 )
+from tasks.http_cache import DocCache
 from tasks.robots import HostGate, RobotsCache, RobotsRules
 from tasks.schema import (
     ARTICLES_CORE,
@@ -451,8 +452,11 @@ class HttpFetcher:
         self.client = client
         hd = settings.host_dir()
         self.gate = HostGate(hd, settings.per_host_concurrency)
+        # listings and robots.txt kept between runs (tasks.http_cache), when configured
+        self.cache = DocCache(Path(settings.cache_dir) / "http") if settings.cache_dir else None
         # robots.txt is shared through files only within a named run (see tasks.robots)
-        self.robots = RobotsCache(hd if run_id else None, run_id, self._fetch_robots)
+        self.robots = RobotsCache(hd if run_id else None, run_id, self._fetch_robots,
+                                  persist=self.cache, max_age_s=settings.robots_max_age_s)
         self._dns: dict[str, str | None] = {}
         self._robots_private = False
         self.requests = 0  # every HTTP request sent, robots.txt included

@@ -17,7 +17,10 @@ The scope is one machine; a multi-machine deployment would need a shared store i
 
 robots.txt is fetched once per host per run and cached in ``<dir>/robots/<run_id>/`` so that
 parallel workers of the same run reuse it. Per RFC 9309, a 4xx robots.txt means "allow all"
-and a 5xx or unreachable one means "disallow all" for this run.
+and a 5xx or unreachable one means "disallow all" for this run. With a cross-run cache
+(``tasks.http_cache``), a 2xx/4xx answer is also reused by later runs for ``max_age_s`` (24 h by
+default, the RFC's limit), so an unchanged re-run does not start with a robots.txt request
+per host; a 5xx or unreachable answer is never carried over.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ from pathlib import Path
 
 from protego import Protego
 
+from tasks.http_cache import CachedDoc, DocCache
+
+_STAMP_WIDTH = 32  # bytes of a ``.next`` file: a float's repr, space-padded
 MAX_WAIT_S = 300.0  # longest politeness wait (Retry-After and Crawl-delay are capped below it)
 
 
@@ -88,7 +94,7 @@ class HostGate:
             assert fd is not None
             raw = os.pread(fd, 64, 0)
             try:
-                nxt = float(raw.decode() or 0)
+                nxt = float(raw.decode().strip() or 0)
             except ValueError:
                 nxt = 0.0
             sleep, delay = fn(time.time(), nxt)
@@ -97,8 +103,11 @@ class HostGate:
                 time.sleep(min(sleep, MAX_WAIT_S))
             start = time.time()
             new = max(nxt, start + delay) if keep_later else start + delay
-            data = repr(new).encode()
-            os.ftruncate(fd, 0)
+            # fixed width, overwritten in place: truncating to 0 and rewriting makes ext4 flush
+            # the file on close (auto_da_alloc), milliseconds per request on a busy disk
+            data = repr(new).encode().ljust(_STAMP_WIDTH)
+            if len(data) > _STAMP_WIDTH:
+                os.ftruncate(fd, 0)
             os.pwrite(fd, data, 0)
             return start
 
@@ -140,14 +149,29 @@ RobotsFetch = Callable[[str], tuple[int | None, bytes | None, str | None]]
 class RobotsCache:
     """robots.txt per origin, once per run, shared through files by parallel workers."""
 
-    def __init__(self, directory: Path | None, run_id: str, fetch: RobotsFetch) -> None:
+    def __init__(self, directory: Path | None, run_id: str, fetch: RobotsFetch,
+                 persist: DocCache | None = None, max_age_s: float = 86400.0) -> None:
         self.dir = Path(directory) / "robots" / _fname(run_id or "run") if directory else None
         self.fetch = fetch
         self.mem: dict[str, RobotsRules] = {}
+        self.persist = persist
+        self.max_age_s = max_age_s
+
+    def _fetch(self, origin: str) -> tuple[int | None, bytes | None, str | None]:
+        """robots.txt from the cross-run cache while fresh, else from the host (then kept)."""
+        url = origin + "/robots.txt"
+        if self.persist is not None:
+            doc = self.persist.get(url)
+            if doc is not None and 0 <= doc.age_s() < self.max_age_s:
+                return doc.status, doc.body, None
+        status, body, detail = self.fetch(url)
+        if self.persist is not None and status is not None and status < 500:
+            self.persist.put(url, CachedDoc(body or b"", status, verified_at=time.time()))
+        return status, body, detail
 
     def _load(self, origin: str) -> tuple[int | None, bytes, str | None]:
         if self.dir is None:
-            status, body, detail = self.fetch(origin + "/robots.txt")
+            status, body, detail = self._fetch(origin)
             return status, body or b"", detail
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / f"{_fname(origin)}.txt"
@@ -158,7 +182,7 @@ class RobotsCache:
             if path.exists():
                 head, _, body = path.read_bytes().partition(b"\n")
                 return int(head), body, None
-            status, body, detail = self.fetch(origin + "/robots.txt")
+            status, body, detail = self._fetch(origin)
             if status is not None:  # unreachable: not cached, the next worker tries again
                 tmp = path.with_suffix(f".{os.getpid()}.tmp")
                 tmp.write_bytes(str(status).encode() + b"\n" + (body or b""))

@@ -13,9 +13,12 @@ different hosts run in parallel. Every URL that discovery drops is a row of the 
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import re
+import time
 import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +32,7 @@ from xml.etree import ElementTree as ET
 import pyarrow as pa
 import yaml
 
+from tasks.http_cache import CachedDoc
 from tasks.schema import stable_id, utcnow
 
 if TYPE_CHECKING:
@@ -81,6 +85,10 @@ class FetchSettings:
     file_shard_records: int = 200  # WARC responses / JSONL lines per shard of a big file
     split_files_over_bytes: int = 16_000_000  # smaller WARC/JSONL files are one shard
     host_state_dir: str | None = None  # shared dir for per-host locks; default: system temp
+    # listings (feeds, sitemaps, URL lists) and robots.txt kept between runs with their
+    # validators (tasks.http_cache); the flow points it into the warehouse home. None: no cache
+    cache_dir: str | None = None
+    robots_max_age_s: float = 86400.0  # RFC 9309: a cached robots.txt is good for 24 hours
 
     def host_dir(self) -> Path:
         """Directory shared by every task on this machine that holds the per-host gates."""
@@ -347,18 +355,20 @@ def _lastmod_bound(text: str | None) -> datetime | None:
     return d + (timedelta(days=1) if len(text.strip()) == 10 else timedelta(seconds=1))
 
 
-def parse_sitemap(data: bytes, base_url: str) -> tuple[list[Found], list[str]]:
-    """Return (page URLs, child sitemap URLs) of a urlset, sitemap index, news or text sitemap.
+def parse_sitemap(data: bytes, base_url: str) -> tuple[list[Found], list[Found]]:
+    """Return (pages, child sitemaps) of a urlset, sitemap index, news or text sitemap.
 
     Relative ``<loc>`` values are resolved against the sitemap's own URL; Google News
-    ``<news:publication_date>`` wins over ``<lastmod>`` because it is the article's date.
+    ``<news:publication_date>`` wins over ``<lastmod>`` because it is the article's date. A
+    child sitemap's ``modified`` is its index ``<lastmod>`` (upper bound, as for pages), which
+    lets discovery reuse an unchanged child without asking for it.
     """
     head = data[:512].lstrip()
     if not head.startswith(b"<"):
         urls = [ln.strip() for ln in data.decode("utf-8", "replace").splitlines()]
         return [Found(urljoin(base_url, u)) for u in urls if u and not u.startswith("#")], []
     pages: list[Found] = []
-    children: list[str] = []
+    children: list[Found] = []
     try:
         for _, el in ET.iterparse(io.BytesIO(data), events=("end",)):
             tag = _local(el.tag)
@@ -379,7 +389,7 @@ def parse_sitemap(data: bytes, base_url: str) -> tuple[list[Found], list[str]]:
             if loc:
                 url = urljoin(base_url, loc)
                 if tag == "sitemap":
-                    children.append(url)
+                    children.append(Found(url, modified=_lastmod_bound(lastmod)))
                 else:
                     pages.append(Found(url, _parse_date(pub) or _parse_date(lastmod), lang,
                                        _lastmod_bound(lastmod)))
@@ -397,6 +407,9 @@ def parse_feed(data: bytes, base_url: str) -> list[Found]:
     parsed = feedparser.parse(data, response_headers={"content-location": base_url})
     if parsed.bozo and not parsed.entries:
         raise ValueError(f"not a feed: {parsed.get('bozo_exception')}")
+    # Atom's <updated> is "the most recent instant the entry was modified" (RFC 4287), as good
+    # as a sitemap <lastmod>; RSS has only publication dates, which say nothing about edits
+    atom = str(parsed.get("version") or "").startswith("atom")
     out = []
     for e in parsed.entries:
         link = e.get("link") or e.get("id")
@@ -404,7 +417,9 @@ def parse_feed(data: bytes, base_url: str) -> list[Found]:
             continue
         t = e.get("published_parsed") or e.get("updated_parsed")
         pub = datetime(*t[:6], tzinfo=UTC) if t else None
-        out.append(Found(urljoin(base_url, link), pub))
+        u = e.get("updated_parsed") if atom else None
+        modified = datetime(*u[:6], tzinfo=UTC) + timedelta(seconds=1) if u else None
+        out.append(Found(urljoin(base_url, link), pub, modified=modified))
     return out
 
 
@@ -445,32 +460,61 @@ class _Discovery:
         self.rows.append(fetch_row(url, src.name, self.run_id, reason=reason, detail=detail,
                                    status=status, stage="discover"))
 
-    def read(self, src: Source, location: str) -> bytes | None:
-        """Bytes of a feed/sitemap/list: local file, or one polite, SSRF-checked GET."""
+    def read(self, src: Source, location: str,
+             modified: datetime | None = None) -> bytes | None:
+        """Bytes of a feed/sitemap/list: local file, or one polite, SSRF-checked GET.
+
+        With a cross-run cache (``settings.cache_dir``) a listing is asked for conditionally
+        and a 304 reuses our copy; a child sitemap whose index ``<lastmod>`` (``modified``)
+        predates our copy is not asked for at all, the same trust and the same re-verify
+        bound (``max_revisit_s``) that pages get.
+        """
         if not location.startswith(("http://", "https://")):
             try:
                 return maybe_gunzip(Path(location).read_bytes(), self.settings.max_bytes)
             except (OSError, ValueError) as e:
                 self.log(src, location, "discovery_error", str(e))
                 return None
-        res = self.fetcher.get(location, allow_private=src.allow_private,
-                               user_agent=src.user_agent, delay_s=src.delay_s,
-                               accept_any_type=True)
-        if res.reason or res.status != 200 or res.body is None:
-            self.log(src, location, res.reason or "http_error", res.detail or "discovery",
-                     res.status)
-            return None
+        from tasks.fetch import LASTMOD_SLACK
+
+        cache = self.fetcher.cache
+        doc = cache.get(location) if cache is not None else None
+        body: bytes | None = None
+        if doc is not None and modified is not None and doc.age_s() < self.settings.max_revisit_s:
+            verified = datetime.fromtimestamp(doc.verified_at, UTC)
+            if modified + LASTMOD_SLACK <= verified:
+                body = doc.body
+        if body is None:
+            res = self.fetcher.get(location, allow_private=src.allow_private,
+                                   user_agent=src.user_agent, delay_s=src.delay_s,
+                                   accept_any_type=True,
+                                   etag=doc.etag if doc is not None else None,
+                                   last_modified=doc.last_modified if doc is not None else None)
+            if res.reason is None and res.status == 304 and doc is not None:
+                body = doc.body
+                if cache is not None:
+                    cache.touch(location)
+            elif res.reason or res.status != 200 or res.body is None:
+                self.log(src, location, res.reason or "http_error", res.detail or "discovery",
+                         res.status)
+                return None
+            else:
+                body = res.body
+                if cache is not None:
+                    cache.put(location, CachedDoc(body, 200, res.headers.get("etag"),
+                                                  res.headers.get("last-modified"), time.time()))
         try:
-            return maybe_gunzip(res.body, self.settings.max_bytes)
+            return maybe_gunzip(body, self.settings.max_bytes)
         except ValueError as e:
             self.log(src, location, "gzip_bomb", str(e))
             return None
 
-    def sitemap(self, src: Source, location: str, depth: int, visited: set[str]) -> list[Found]:
+    def sitemap(self, src: Source, location: str, depth: int, visited: set[str],
+                modified: datetime | None = None) -> list[Found]:
         if location in visited:
             return []
         visited.add(location)
-        data = self.read(src, location)
+        data = self.read(src, location, modified)
         if data is None:
             return []
         base = location if location.startswith(("http://", "https://")) else (
@@ -482,11 +526,10 @@ class _Discovery:
             return []
         for child in children:
             if depth >= self.settings.max_sitemap_depth:
-                self.log(src, child, "sitemap_too_deep", f"depth > {depth}")
+                self.log(src, child.url, "sitemap_too_deep", f"depth > {depth}")
                 continue
-            if child.startswith("file://"):
-                child = urlsplit(child).path
-            pages.extend(self.sitemap(src, child, depth + 1, visited))
+            loc = urlsplit(child.url).path if child.url.startswith("file://") else child.url
+            pages.extend(self.sitemap(src, loc, depth + 1, visited, child.modified))
         return pages
 
     def found(self, src: Source) -> list[Found]:
@@ -499,13 +542,35 @@ class _Discovery:
         base = loc if src.is_url() else Path(loc).as_uri()
         if src.kind == "feed":
             try:
-                return parse_feed(data, base)
+                return self._parsed_feed(data, base)
             except ValueError as e:
                 self.log(src, loc, "discovery_error", str(e))
                 return []
         lines = data.decode("utf-8", "replace").splitlines()
         return [Found(urljoin(base, u.strip())) for u in lines
                 if u.strip() and not u.strip().startswith("#")]
+
+    def _parsed_feed(self, data: bytes, base: str) -> list[Found]:
+        """``parse_feed``, remembered per feed body: feedparser spends milliseconds per item
+        and an unchanged re-run would parse the very same bytes again."""
+        cache = self.fetcher.cache
+        if cache is None:
+            return parse_feed(data, base)
+        key = hashlib.sha256(base.encode() + b"\0" + data).hexdigest()[:32]
+        path = cache.dir / f"{key}.feed.json"
+        try:
+            rows = json.loads(path.read_bytes())
+            return [Found(u, _parse_date(p), lang, _parse_date(m)) for u, p, lang, m in rows]
+        except (OSError, ValueError, TypeError):
+            pass  # not parsed before (or unreadable): parse and remember
+        found = parse_feed(data, base)
+        rows = [[f.url, f.published and f.published.isoformat(), f.language,
+                 f.modified and f.modified.isoformat()] for f in found]
+        cache.dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(rows), encoding="utf-8")
+        os.replace(tmp, path)
+        return found
 
     def filter(self, src: Source, found: Iterable[Found]) -> list[str]:
         inc = [re.compile(r) for r in src.include]

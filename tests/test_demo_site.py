@@ -163,6 +163,11 @@ def test_an_edited_page_gets_a_new_sitemap_lastmod(site: DemoSite, client: httpx
         assert after.headers["etag"] != before.headers["etag"]
         entry = after.text.split(f"<loc>{site.url(path)}</loc>", 1)[1].split("</url>", 1)[0]
         assert "<lastmod>2025-" not in entry and "<lastmod>20" in entry
+        # and the index dates that child sitemap anew, so crawlers know to read it again
+        index = client.get(site.url("/sitemap.xml")).text
+        child = index.split(f"<loc>{site.url('/sitemaps/articles.xml')}</loc>", 1)[1]
+        child = child.split("</sitemap>", 1)[0]
+        assert "<lastmod>2025-" not in child and "<lastmod>20" in child
     finally:
         site.set_page(path, None)
     assert client.get(site.url("/sitemaps/articles.xml")).text == before.text

@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pyarrow as pa
 import pytest
 from pytest_httpserver import HTTPServer
@@ -621,6 +622,10 @@ def test_unchanged_warc_slice_is_not_read_again(settings, tmp_path):
                               "gone": "http_error", "b": "unchanged"}
 
 
+def asked_ever(site, suffix: str) -> set[str]:
+    return {urlsplit(p).path for _, p in site.requests if urlsplit(p).path.endswith(suffix)}
+
+
 def test_demo_rerun_requests_only_what_the_sitemap_says_changed(tmp_path):
     """Second visit to the demo site: an edited page (the CMS moved its <lastmod>) is fetched
     again, pages the sitemap dates before our copy get no request, pages without a
@@ -634,7 +639,8 @@ def test_demo_rerun_requests_only_what_the_sitemap_says_changed(tmp_path):
     with DemoSite(port=0) as site:
         (tmp_path / "sources.yaml").write_text(sources_yaml(site.base_url), encoding="utf-8")
         sources, settings = load_sources(tmp_path / "sources.yaml")
-        settings = replace(settings, host_state_dir=str(tmp_path / "hosts"))
+        settings = replace(settings, host_state_dir=str(tmp_path / "hosts"),
+                           cache_dir=str(tmp_path / "cache"))  # as the flow sets it
 
         def visit(state: dict, run_id: str) -> tuple[dict, dict[str, str]]:
             shards, _ = discover(sources, settings, run_id=run_id)
@@ -653,6 +659,13 @@ def test_demo_rerun_requests_only_what_the_sitemap_says_changed(tmp_path):
         n_before = len(site.requests)
         _, second = visit(state, "r2")
         asked = {p for _, p in site.requests[n_before:]}
+        children = {p: httpx.get(site.url(p)).text for p in asked_ever(site, ".xml")
+                    if p.startswith("/sitemaps/")}
+    # listings: robots.txt is reused (< 24 h), the index is asked, and of its children only
+    # those that list the edited page (their index <lastmod> moved) are read again
+    assert "/robots.txt" not in asked and "/sitemap.xml" in asked
+    assert {p for p in children if p in asked} == {p for p, text in children.items()
+                                                  if edited in text}
     assert second[edited] == "ok"
     assert set(second.values()) == {"ok", "lastmod_unchanged", "not_modified"}
     skipped = [u for u, r in second.items() if r == "lastmod_unchanged"]

@@ -258,17 +258,35 @@ class DemoSite:
         return data, _content_type(target), mtime
 
     def _restamp_sitemap(self, data: bytes, mtime: float) -> tuple[bytes, float]:
-        """Give edited pages a fresh ``<lastmod>``, as a publisher's CMS would."""
+        """Give edited pages a fresh ``<lastmod>``, as a publisher's CMS would, and the index
+        entry of every child sitemap that lists one of them (crawlers skip unchanged children
+        by that date)."""
         with self._lock:
             edits = dict(self._overrides)
         for path, (_, when) in edits.items():
-            stamp = datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds")
             loc = f"<loc>{self.base_url}{path}</loc>".encode()
-            tag = f"<lastmod>{stamp}</lastmod>".encode()
-            data = re.sub(re.escape(loc) + rb"(\s*)<lastmod>[^<]*</lastmod>",
-                          lambda m, loc=loc, tag=tag: loc + m.group(1) + tag, data)
+            data = self._stamp(data, loc, when)
             mtime = max(mtime, when)
+        if b"<sitemapindex" in data:
+            for m in re.finditer(rb"<loc>([^<]+)</loc>", data):
+                child = m.group(1).decode()
+                rel = child.removeprefix(self.base_url).lstrip("/")
+                target = (self.site_dir / rel).resolve()
+                if not (target.is_relative_to(self.site_dir) and target.is_file()):
+                    continue
+                text = target.read_bytes().replace(PLACEHOLDER.encode(), self.base_url.encode())
+                times = [when for path, (_, when) in edits.items()
+                         if f"<loc>{self.base_url}{path}</loc>".encode() in text]
+                if times:
+                    data = self._stamp(data, m.group(0), max(times))
         return data, mtime
+
+    @staticmethod
+    def _stamp(data: bytes, loc: bytes, when: float) -> bytes:
+        """Set the ``<lastmod>`` that follows ``loc`` to ``when``."""
+        tag = f"<lastmod>{datetime.fromtimestamp(when, UTC).isoformat(timespec='seconds')}"
+        return re.sub(re.escape(loc) + rb"(\s*)<lastmod>[^<]*</lastmod>",
+                      lambda m: loc + m.group(1) + tag.encode() + b"</lastmod>", data)
 
 
 def sources_yaml(base_url: str) -> str:
