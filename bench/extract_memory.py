@@ -1,6 +1,7 @@
 """Memory over a long extraction: does extract+clean stay flat over 100k pages?
 
     python bench/extract_memory.py CORPUS_DIR --pages 100000 [--every 5000] [--batch 100]
+    python bench/extract_memory.py CORPUS_DIR --pages 10000 --every 500 --enrich  # + enrich
 
 Why: one worker process extracts shard after shard for the whole run, and trafilatura,
 htmldate and courlan keep module-level caches that grow with every new URL and date string
@@ -41,19 +42,31 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * 4096 / 1e6
 
 
+def peak_mb() -> float:
+    """Highest RSS so far (VmHWM): the transient peak inside a batch, which sets how much
+    memory a worker really needs, not just what it keeps between batches."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1e3
+    return 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("corpus", type=Path)
     ap.add_argument("--pages", type=int, default=100_000)
     ap.add_argument("--every", type=int, default=5_000)
     ap.add_argument("--batch", type=int, default=100, help="pages per extract_batch call")
+    ap.add_argument("--enrich", action="store_true",
+                    help="also enrich each batch: a pool worker's whole unit of work")
     a = ap.parse_args(argv)
     memory.setup_process()  # as the flow's workers run
     pages = load_pages(a.corpus)
     rng = random.Random(7)
     now = utcnow()
     print(f"{len(pages)} corpus pages, {a.pages} distinct copies, batches of {a.batch}")
-    print("pages | rss_mb | articles | pages_per_s (since last line)")
+    print("pages | rss_mb | peak_mb | articles | pages_per_s (since last line)")
     t_last, n_last, articles, samples = time.perf_counter(), 0, 0, []
     for start in range(0, a.pages, a.batch):
         rows = []
@@ -69,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         extracted, _ = extract_batch(table, "mem")
         cleaned, _ = clean_batch(extracted, "mem") if extracted.num_rows else (extracted, None)
         articles += cleaned.num_rows
+        if a.enrich and cleaned.num_rows:
+            from tasks.enrich import enrich_batch
+
+            enrich_batch(cleaned, "mem")
         del extracted, cleaned, table, rows
         memory.release_free_memory()  # as a pool worker does after each unit
         done = min(start + a.batch, a.pages)
@@ -76,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             rss = rss_mb()
             samples.append((done, rss))
-            print(f"{done} | {rss:.0f} | {articles} | {(done - n_last) / (t - t_last):.1f}",
-                  flush=True)
+            print(f"{done} | {rss:.0f} | {peak_mb():.0f} | {articles} |"
+                  f" {(done - n_last) / (t - t_last):.1f}", flush=True)
             t_last, n_last = t, done
     if len(samples) >= 3:
         warm = samples[len(samples) // 5]  # after the first fifth: caches and arenas warm
