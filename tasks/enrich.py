@@ -347,6 +347,7 @@ _ACRONYM_DEF = re.compile(
 )
 
 
+@lru_cache(maxsize=100_000)
 def _tkey(word: str) -> str:
     """Transliteration-tolerant key: Zelenskyy / Zelensky / Zelenskiy -> 'zelenski'."""
     w = re.sub(r"[^a-z]", "", norm(word))
@@ -618,6 +619,7 @@ def _yake(top: int, ngram: int) -> Any:
 
 
 _PUNCT = frozenset(string.punctuation)
+_TAGS: dict[tuple[str, bool], str] = {}  # YAKE's get_tag by (word, not first in sentence)
 _NO_PUNCT = str.maketrans("", "", string.punctuation)
 
 
@@ -641,6 +643,9 @@ def _keywords(text: str, top: int, ngram: int) -> list[tuple[str, float]]:
     try:
         sentences = tokenize_sentences(pre_filter(text.replace("\n", " ")))
         stopwords = kx.stopword_set
+        tag_cache = _TAGS
+        if len(tag_cache) > 200_000:
+            tag_cache.clear()
         term_id: dict[str, int] = {}
         stop: list[bool] = []
         tf: list[float] = []
@@ -649,6 +654,7 @@ def _keywords(text: str, top: int, ngram: int) -> list[tuple[str, float]]:
         right: list[dict[int, float]] = []  # co-occurrence counts, term -> next term
         left: list[dict[int, float]] = []
         cands: dict[str, list[Any]] = {}  # kw.lower() -> [kw, tag strings, term ids, tf]
+        term_of: dict[str, int] = {}
 
         def term(lower: str) -> int:
             unique = lower
@@ -674,9 +680,15 @@ def _keywords(text: str, top: int, ngram: int) -> list[tuple[str, float]]:
                 if not word.strip(string.punctuation):  # punctuation only
                     block = []
                     continue
-                tag = get_tag(word, pos, _PUNCT)
+                # get_tag reads the position only as "first word or not"
+                tag_key = (word, pos > 0)
+                tag = tag_cache.get(tag_key)
+                if tag is None:
+                    tag = tag_cache[tag_key] = get_tag(word, int(pos > 0), _PUNCT)
                 lower = word.lower()
-                i = term(lower)
+                i = term_of.get(lower)  # a word form keeps the term it got first
+                if i is None:
+                    i = term_of[lower] = term(lower)
                 tf[i] += 1.0
                 if tag == "a":
                     tf_case[i][0] += 1.0
@@ -759,9 +771,56 @@ def _keywords(text: str, top: int, ngram: int) -> list[tuple[str, float]]:
 
 @lru_cache(maxsize=1)
 def _vader() -> Any:
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+    """VADER's analyser with two of its hot spots done in constant time, same scores.
 
-    return SentimentIntensityAnalyzer()
+    vaderSentiment 3.3.2 lower-cases the whole sentence again for every negation and idiom
+    check of every lexicon word (quadratic in the sentence length) although the checks read
+    at most the three words before and two after it; and it rebuilds every sentence
+    character by character to replace emoji. The subclass hands the checks that window of
+    words (same indices, so the same branches) and skips the rebuild when the sentence has no
+    emoji, where it is the identity. tests/test_enrich.py compares it with the library.
+    """
+    from vaderSentiment import vaderSentiment as v
+
+    class FastVader(v.SentimentIntensityAnalyzer):
+        def polarity_scores(self, text: str) -> dict[str, float]:
+            if not self.emojis.keys().isdisjoint(text):
+                return super().polarity_scores(text)
+            # the library's polarity_scores after its emoji pass, which is text.strip() here
+            text = text.strip()
+            sentitext = v.SentiText(text)
+            sentiments: list[float] = []
+            words = sentitext.words_and_emoticons
+            for i, item in enumerate(words):
+                valence = 0
+                if item.lower() in v.BOOSTER_DICT:
+                    sentiments.append(valence)
+                    continue
+                if i < len(words) - 1 and item.lower() == "kind" and words[i + 1].lower() == "of":
+                    sentiments.append(valence)
+                    continue
+                sentiments = self.sentiment_valence(valence, sentitext, item, i, sentiments)
+            sentiments = self._but_check(words, sentiments)
+            return self.score_valence(sentiments, text)
+
+        def _negation_check(self, valence: float, words: list[str], start_i: int, i: int) -> Any:
+            # reads words[i - start_i - 1 .. i - 1] and, for start_i 2, words[i - 3]; the
+            # caller guarantees i > start_i, so no index is negative
+            lo = max(0, i - 3)
+            return v.SentimentIntensityAnalyzer._negation_check(
+                valence, words[lo : i + 1], start_i, i - lo
+            )
+
+        def _special_idioms_check(self, valence: float, words: list[str], i: int) -> Any:
+            # reads words[i - 3 .. i + 2]; called with i > 2 (below that, negative indices
+            # wrap around the sentence: the full list is passed)
+            if i < 3:
+                return v.SentimentIntensityAnalyzer._special_idioms_check(valence, words, i)
+            return v.SentimentIntensityAnalyzer._special_idioms_check(
+                valence, words[i - 3 : i + 3], 3
+            )
+
+    return FastVader()
 
 
 _NEUTRAL = {"neg": 0.0, "neu": 1.0, "pos": 0.0, "compound": 0.0}

@@ -263,8 +263,11 @@ def test_keywords_are_yakes() -> None:
 
 
 def test_polarity_is_vaders() -> None:
-    from tasks.enrich import _polarity, _vader
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
+    from tasks.enrich import _polarity
+
+    library = SentimentIntensityAnalyzer()
     for sentence in (
         "Drones hit Kharkiv and Moscow overnight.",
         "The talks were held in Geneva on Tuesday.",  # no lexicon word: the shortcut
@@ -272,5 +275,10 @@ def test_polarity_is_vaders() -> None:
         "No deal, no peace :)",
         "Fans cheered \U0001f600 as the team won",
         "...",
+        "  It was not good, but it was never so bad and without doubt kind of great.  ",
+        "Good luck: he is the least bad, not the best; yeah right, cut the mustard!!",
+        "Happy days. I do not like it at all. It isn't terrible?? No, never this horrible.",
+        "the bomb was a hit, HUGELY GOOD, sort of nice and very very sad",
+        "Great",
     ):
-        assert _polarity(sentence) == _vader().polarity_scores(sentence), sentence
+        assert _polarity(sentence) == library.polarity_scores(sentence), sentence

@@ -80,7 +80,7 @@ def test_batched_decoder_matches_spacy_ner() -> None:
         "Sergei Ryabkov told reporters in Moscow on Monday. Volodymyr Zelenskyy replied.",
         "IBM and Apple Inc. hired 3,000 people in New York City last year, the Times said.",
     ]
-    ours = analyse(pipe, [pipe.make_doc(t) for t in texts])
+    ours = analyse(pipe, [pipe.make_doc(t) for t in texts], prune=False)
     theirs = list(pipe.pipe(texts))  # spaCy runs the same components, NER included
 
     def ents(doc):
@@ -88,3 +88,108 @@ def test_batched_decoder_matches_spacy_ner() -> None:
 
     assert [ents(d) for d in ours] == [ents(d) for d in theirs]
     assert [d.text for d in ours] == texts
+
+
+def _units(text: str) -> tuple[object, list[tuple[int, int, int]]]:
+    """The Doc after the components before NER, and the stretches pruning sends to the net."""
+    from tasks.ner import _decoder, nlp
+
+    pipe = nlp()
+    doc = pipe.make_doc(text)
+    for name, proc in pipe.pipeline:
+        if name == "ner":
+            break
+        doc = proc(doc)
+    dec = _decoder(pipe.get_pipe("ner"))
+    dec._tables()
+    dec._setup()
+    return doc, dec._units([dec._arrays(doc)], prune=True)
+
+
+def test_sentence_without_candidates_is_not_sent_to_the_network() -> None:
+    text = (
+        "the talks dragged on for hours and nothing was agreed. "
+        "But nobody was surprised by that. Officials in Kyiv said so."
+    )
+    doc, units = _units(text)
+    sents = list(doc.sents)
+    covered = {t for _, a, b in units for t in range(a, b)}
+    assert not covered & set(range(sents[0].start, sents[0].end))  # all lower case
+    assert not covered & set(range(sents[1].start, sents[1].end))  # only "But" is capitalised
+    kyiv = next(t.i for t in doc if t.text == "Kyiv")
+    assert kyiv in covered
+    assert len(covered) < len(doc) // 2
+
+
+def test_names_at_sentence_start_are_still_found() -> None:
+    text = (
+        "the market fell on monday. Apple said it would cut prices. "
+        "The Kremlin denied it. Zelenskyy replied from Kyiv."
+    )
+    found = _found(text)
+    assert {("Apple", "ORG"), ("Kremlin", "ORG"), ("Zelenskyy", "PER"), ("Kyiv", "LOC")} <= found
+
+
+def test_pruned_decoding_matches_the_full_decode() -> None:
+    """The network reads the full context of every decoded token: same entities here."""
+    from tasks.ner import analyse, nlp
+
+    pipe = nlp()
+    texts = [
+        TEXT,
+        "The Kremlin said so.\n\n  NATO met in Brussels.  Chatham House and Fox News agreed.",
+        "Sergei Ryabkov told reporters in Moscow on Monday. Volodymyr Zelenskyy replied.",
+        "IBM and Apple Inc. hired 3,000 people in New York City last year, the Times said.",
+        "prices rose again. nothing changed at all, officials said.",
+    ]
+
+    def ents(docs):
+        return [[(e.start, e.end, e.label_) for e in d.ents] for d in docs]
+
+    pruned = analyse(pipe, [pipe.make_doc(t) for t in texts])
+    full = analyse(pipe, [pipe.make_doc(t) for t in texts], prune=False)
+    assert ents(pruned) == ents(full)
+
+
+def test_sentencize_matches_spacys_sentencizer() -> None:
+    from spacy.attrs import SENT_START
+
+    from tasks.ner import nlp, sentencize
+
+    pipe = nlp()
+    component = pipe.get_pipe("sentencizer")
+    for text in (
+        TEXT,
+        "Hello",
+        "...",
+        'Dr. Smith went home. Then!! "Yes?" he said... ok. (Really.) Done',
+        "Hi.\n\nThere . . x ! ?",
+    ):
+        ours, theirs = pipe.make_doc(text), component(pipe.make_doc(text))
+        sentencize(ours, frozenset(component.punct_chars))
+        assert ours.to_array([SENT_START]).tolist() == theirs.to_array([SENT_START]).tolist()
+
+
+def test_find_names_matches_the_alternation_regex() -> None:
+    """propagate() finds names with str.find: same matches as one longest-first regex."""
+    import re
+
+    from tasks.ner import _find_names
+
+    text = (
+        "Keir Giles met Giles-Smith and Giles_2 in Kyiv. Giles, Keir Giles's aide, and "
+        "Kyivstar's Giles said: Keir Gilesian? Kyiv-based KSE (Kyiv School) and Kyiv."
+    )
+    for names in (
+        ["Giles", "Keir Giles", "Kyiv", "Kyiv School", "KSE"],
+        ["Kyiv", "Giles"],
+        ["aide", "Keir"],
+        ["said: Keir", "Keir Gilesian"],
+    ):
+        pattern = re.compile(
+            r"(?<![\w-])(?:"
+            + "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+            + r")(?![\w-])"
+        )
+        expected = [(m.start(), m.end()) for m in pattern.finditer(text)]
+        assert _find_names(text, names) == expected, names
