@@ -280,5 +280,92 @@ def test_polarity_is_vaders() -> None:
         "Happy days. I do not like it at all. It isn't terrible?? No, never this horrible.",
         "the bomb was a hit, HUGELY GOOD, sort of nice and very very sad",
         "Great",
+        # the negation check's branches, one to three words before a lexicon word
+        "It is not good. Never so good. Never this bad, without doubt, without any doubt sad.",
+        "Nothing good came; it wasn't nice, they won't win, nor hope, despite a great win.",
+        "We don't love it, I cannot like it, he aint happy, uh-uh good, rarely so happy.",
+        "NOT GOOD at all, never really this great, they said it was kind of bad, no good",
+        "Not a very good deal: no, no one is happy, no or nor good, at least good, least bad.",
     ):
         assert _polarity(sentence) == library.polarity_scores(sentence), sentence
+
+
+def test_yake_sentences_are_the_librarys() -> None:
+    """_sentences rebuilds yake's tokenize_sentences (segtok) from cached pieces: same lists."""
+    import random
+
+    from yake.data.utils import pre_filter, tokenize_sentences
+
+    from tasks.enrich import _sentences
+
+    texts = [
+        "Kyiv's mayor said: \"we won't leave\". The U.S. and U.K. agreed, i.e. the E.U. too.",
+        "See https://example.com/a?b=1&c=2 or mail news@example.org; it's 12:30, 1,000 km\u00b2.",
+        "Prices rose 5.2%... Then fell!! Dr. Smith (of Kyiv) said it's O.K.; 'quoted' words,",
+        "H\u2082O and 5'-ACGT-3' strands, dogs' toys, rock 'n' roll, can't, shouldn't've.",
+        "Hyphen- \r\n ated text &amp; entities &#8217; \u2018curly\u2019 \u201cquotes\u201d: a,b;c",
+        "Mr. Brown met Gen. Zaluzhnyi on Jan. 5. He said no. A. B. Smith wrote it, etc.",
+        "",
+        "   ",
+        "...",
+    ]
+    rng = random.Random(7)
+    pieces = [
+        *"aAzZ .,;:!?'\"\u2019-\u2013&#()[]/@",
+        "U.S.",
+        "don't",
+        "it\u2019s",
+        "&amp;",
+        "http://x.org/p",
+        "e@x.io",
+        "12:30",
+        "Dr.",
+        "...",
+        "dogs'",
+        " And",
+        "1,000",
+    ]
+    texts += ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 30))) for _ in range(800)]
+    for text in texts:
+        text = pre_filter(text.replace("\n", " "))
+        assert _sentences(text) == tokenize_sentences(text), text
+
+
+def test_yake_sentence_split_is_segtoks() -> None:
+    """_split_multi is segtok's split_multi with a windowed abbreviation test: same sentences."""
+    import random
+
+    from segtok.segmenter import ABBREVIATIONS, split_multi
+
+    from tasks.enrich import _ends_in_abbreviation, _split_multi
+
+    rng = random.Random(11)
+    pieces = [
+        *"aAZ ,.-([)]!?\"'\u02b0",
+        "Dr. ",
+        "Mr. ",
+        "e.g. ",
+        "U.S. ",
+        "by ",
+        "Commander ",
+        "Se\u00f1orita ",
+        " and ",
+        ", and ",
+        "123",
+        "Sept. ",
+        "A.-B. ",
+        ". ",
+        "Kyiv ",
+        "5. Jan ",
+        " et al. ",
+        "J. Smith ",
+        "(2020) X. ",
+        "\n\n",
+    ]
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 60)))
+        assert _split_multi(text) == list(split_multi(text)), text
+        prev = text.rstrip(". ")
+        assert _ends_in_abbreviation(prev) == (ABBREVIATIONS.search(prev) is not None), prev
+    long_digits = "1" * 50
+    assert _ends_in_abbreviation(long_digits) == (ABBREVIATIONS.search(long_digits) is not None)

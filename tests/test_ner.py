@@ -193,3 +193,54 @@ def test_find_names_matches_the_alternation_regex() -> None:
         )
         expected = [(m.start(), m.end()) for m in pattern.finditer(text)]
         assert _find_names(text, names) == expected, names
+
+
+def test_tokenizer_cache_gives_the_rules_tokens() -> None:
+    """nlp() raises the tokenizer's chunk cache limit; cached splits equal the rules' splits."""
+    from spacy.attrs import NORM, ORTH, SHAPE, SPACY
+    from spacy.tokenizer import Tokenizer
+
+    from tasks.ner import TOKENIZER_CACHE, nlp
+
+    pipe = nlp()
+    assert pipe.tokenizer.max_cache_size >= TOKENIZER_CACHE
+    uncached = Tokenizer(pipe.vocab)
+    uncached.from_bytes(pipe.tokenizer.to_bytes())
+    uncached.max_cache_size = 0
+    texts = [
+        "Ukraine's President Volodymyr Zelensky said: \"We won't stop.\" (Reuters) U.S.-led talks",
+        "The 12:30 train to Kyiv, via Lviv; e-mail news@example.org or see https://x.org/a?b=1.",
+        "Mr. Smith's dogs' toys -- don't! 5km, $3.5bn, 40% in mid-2024... Can't they?",
+    ]
+    attrs = [ORTH, NORM, SHAPE, SPACY]
+    for _ in range(2):  # the second time from the cache
+        for text in texts:
+            got = pipe.tokenizer(text).to_array(attrs).tolist()
+            assert got == uncached(text).to_array(attrs).tolist(), text
+
+
+def test_make_doc_cached_is_make_doc() -> None:
+    """Chunks tokenised alone first (so spaCy caches them): the same Docs as make_doc."""
+    from spacy.attrs import IS_PUNCT, LOWER, NORM, ORTH, PREFIX, SHAPE, SPACY, SUFFIX
+    from spacy.tokenizer import Tokenizer
+
+    from tasks.ner import make_doc_cached, nlp
+
+    pipe = nlp()
+    uncached = Tokenizer(pipe.vocab)
+    uncached.from_bytes(pipe.tokenizer.to_bytes())
+    uncached.max_cache_size = 0
+    texts = [
+        # a special case first ("Mr.", "don't"), then chunks spaCy would not cache in this Doc
+        "Mr. Smith's dogs don't (Reuters) U.S.-led talks; Kyiv's mayor said: \"No.\" 5km $3bn",
+        "e-mail news@example.org, see https://x.org/a?b=1. It's 12:30... can't stop\n\n  end",
+        "(Mr. Smith's) \u201cquoted\u201d \u2018words\u2019 U.S. a.m. 3 p.m. O'Neill \u2013 2024",
+        "",
+        "   ",
+    ]
+    attrs = [ORTH, NORM, LOWER, SHAPE, PREFIX, SUFFIX, IS_PUNCT, SPACY]
+    for _ in range(2):
+        for text in texts:
+            got = make_doc_cached(pipe, text)
+            assert got.text == text
+            assert got.to_array(attrs).tolist() == uncached(text).to_array(attrs).tolist(), text
