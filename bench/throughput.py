@@ -12,8 +12,11 @@ a real, mostly-distinct crawl needs), then side by side on the same pages and co
 Both newsflow runs talk to one real ``prefect server`` started for the benchmark (as scheduled
 runs do); ``--ephemeral-prefect`` makes each run start its own temporary server instead.
 
-Prints pages/s, the ratio, newsflow's per-stage seconds and the peak RSS of the whole
-process tree.
+Prints pages/s, the ratio, newsflow's per-stage seconds and memory peaks: the whole process
+tree (RSS and PSS), the orchestrator (the flow's own process: its peak must stay flat as N
+grows, since it is the one process that sees the whole run) and the largest worker. The
+first run also writes the flow's per-phase peak RSS (``NEWSFLOW_MEMLOG``) to
+``<work>/n<N>/memlog.tsv``, which names the phase when the orchestrator's peak moves.
 
     python bench/throughput.py ../shared/corpus/extraction --n 2000 --n 20000
 """
@@ -214,7 +217,11 @@ class PrefectServer:
 
 
 def run_newsflow(
-    sources: Path, home: Path, workers: int, api_url: str | None = None
+    sources: Path,
+    home: Path,
+    workers: int,
+    api_url: str | None = None,
+    memlog: Path | None = None,
 ) -> tuple[float, int, dict]:
     cmd = [
         sys.executable,
@@ -229,6 +236,8 @@ def run_newsflow(
         str(workers),
     ]
     env = dict(os.environ, COLUMNS="200")
+    if memlog is not None:
+        env["NEWSFLOW_MEMLOG"] = str(memlog)
     if api_url:
         env["PREFECT_API_URL"] = api_url
     t0 = time.perf_counter()
@@ -258,7 +267,7 @@ def run_newsflow(
     info["memory_mb"] = {
         "rss_sum": peak.peak / 2**20,
         "pss_sum": peak.peak_pss / 2**20,
-        "orchestrator_rss": peak.peak_root / 2**20,
+        "orchestrator_rss": peak.peak_root / 2**20,  # peak over the run, not the end value
         "largest_worker_rss": peak.peak_child / 2**20,
     }
     return wall, peak.peak, info
@@ -295,7 +304,9 @@ def main() -> None:
         with server as srv:
             api = srv.url if srv is not None else None
             home = work / "home"
-            first_s, first_rss, first = run_newsflow(sources, home, args.workers, api)
+            first_s, first_rss, first = run_newsflow(
+                sources, home, args.workers, api, memlog=work / "memlog.tsv"
+            )
             second_s, second_rss, second = run_newsflow(sources, home, args.workers, api)
         r = {
             "n": n_pages,
@@ -319,13 +330,18 @@ def main() -> None:
     print()
     mode = "temporary per run" if args.ephemeral_prefect else "one real server"
     print(f"workers={args.workers}  pages from {args.pages_dir}  Prefect: {mode}")
-    print("| N | bare trafilatura p/s | newsflow p/s | ratio | 2nd run s (vs 1st) | peak RSS MB |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| N | bare trafilatura p/s | newsflow p/s | ratio | 2nd run s (vs 1st) | "
+        "tree peak RSS MB | tree peak PSS MB | orchestrator peak RSS MB | largest worker MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
+        m = r["memory_mb"]
         print(
             f"| {r['n']} | {r['bare_pages_s']:.1f} | {r['newsflow_pages_s']:.1f} | "
             f"{r['ratio']:.2f} | {r['second_wall_s']:.1f} ({r['second_vs_first']:.1%}) | "
-            f"{r['peak_rss_mb']:.0f} |"
+            f"{r['peak_rss_mb']:.0f} | {m['pss_sum']:.0f} | {m['orchestrator_rss']:.0f} | "
+            f"{m['largest_worker_rss']:.0f} |"
         )
     print()
     for r in results:

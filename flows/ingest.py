@@ -162,12 +162,19 @@ def _check(timings: dict, stage: str, table: pa.Table, run_id: str, gx: str, tab
 
 
 def _read_dir(path: Path, columns: list[str] | None = None) -> pa.Table | None:
+    """All unit files of one staged table as one table; with ``columns``, only those a file
+    has (unit files of one table may differ, e.g. the discovery log among the fetches)."""
     files = sorted(path.glob("*.parquet")) if path.exists() else []
     if not files:
         return None
-    return pa.concat_tables(
-        [pq.read_table(f, columns=columns) for f in files], promote_options="default"
-    )
+    parts = []
+    for f in files:
+        cols = None
+        if columns is not None:
+            have = set(pq.read_schema(f).names)
+            cols = [c for c in columns if c in have]
+        parts.append(pq.read_table(f, columns=cols))
+    return pa.concat_tables(parts, promote_options="default")
 
 
 def _merge_counts(parts: list[dict], key: str) -> dict:
@@ -217,8 +224,11 @@ def ingest(
     gx_warm = threading.Thread(target=quality.warm_up, args=(wh.gx_dir,), daemon=True)
     try:
         # fetch: discover shards, then one IO task per shard
+        memory.mark("fetch+process")
         t0 = time.perf_counter()
         sources, settings = load_sources(sources_path)
+        if settings.cache_dir is None:  # listings and robots.txt kept with the warehouse
+            settings.cache_dir = str(wh.home / "cache")
         state = wh.fetch_state()
         shards, discovery_log = discover(sources, settings, run_id=run_id)
         discovery_rejects = _log_to_rejects(discovery_log, "discover", run_id)
@@ -266,12 +276,19 @@ def ingest(
             gx_warm.start()
         counts["fetch"] = _merge_counts(fetched, "fetch")
         timings["fetch"] = time.perf_counter() - t0
-        fetches = _read_dir(stage_dir / "fetches")
+        memory.mark("fetch check")
+        fetches = _read_dir(stage_dir / "fetches", quality.needed_columns("fetch"))
         if fetches is not None:
             reports.append(_check(timings, "fetch", fetches, run_id, gx))
+        del fetches
 
         # extract + clean + enrich: CPU, one task per unit on the process pool
         processed = _results(unit_futures)
+        if use_pool:
+            # each worker holds the NER models (0.6-0.8 GB) and nothing after this point
+            # needs them: stopping them here keeps them out of the peak of dedup and load
+            pool.shutdown()
+        memory.mark("read clean + clean check")
         counts["extract"] = _merge_counts(processed, "extract")
         counts["clean"] = _merge_counts(processed, "clean")
         counts["enrich"] = _merge_counts(processed, "enrich")
@@ -280,13 +297,22 @@ def ingest(
                 cpu[k] = cpu.get(k, 0.0) + v
         timings["fetch+process (wall)"] = time.perf_counter() - t0
         shard_ids = [p["shard_id"] for p in processed]
-        clean = _read_dir(stage_dir / "clean")
+        # only what the clean checks and dedup read: the rest of an article (authors,
+        # description, ...) goes from the unit files straight into the published table
+        clean_columns = sorted(
+            set(quality.needed_columns("clean"))
+            | set(dedup_stage.INPUT_COLUMNS)
+            | {"article_id", "url", "fetched_at"}
+        )
+        clean = _read_dir(stage_dir / "clean", clean_columns)
         canon_rejects = REJECTS.empty_table()
         if clean is not None:
             # two URLs declaring one canonical URL are one article: keep one, reject the rest
-            clean, canon_rejects = drop_duplicate_ids(clean, run_id)
+            clean, canon_rejects = _drop_duplicate_ids(clean, run_id)
             write_table(canon_rejects, stage_dir / "rejects" / "dedup-canonical.parquet")
             reports.append(_check(timings, "clean", clean, run_id, gx))
+            memory.release_free_memory()  # the check's pandas copy of the bodies is gone
+        memory.mark("enrich read + check")
         local_dups = sum(p.get("canonical_rejects", 0) for p in processed)
         owners: dict[str, set[str]] = {}
         if canon_rejects.num_rows:
@@ -306,46 +332,64 @@ def ingest(
             )
         _raise_on_critical(reports)
 
-        result, final = None, None
+        del ents  # checked; the load reads the unit files
+        dedup_files: dict[str, list[Path]] | None = None
+        article_files: list[Path] | None = None
+        n_final = 0
         con = wh.connect()
         try:
             if clean is not None and clean.num_rows:
                 # dedup: one process, against the warehouse's band index (incremental)
+                memory.mark("dedup")
                 t0 = time.perf_counter()
                 kept_urls = clean.column("url")
                 result = dedup_stage.dedup_batch(clean, DuckDBHistory(con), run_id)
                 del clean
-                kinds = Counter(result.assignments.column("dup_kind").to_pylist())
+                assignments = result.assignments
+                kinds = Counter(assignments.column("dup_kind").to_pylist())
                 counts["dedup"] = {
-                    "in": result.assignments.num_rows + canon_rejects.num_rows + local_dups,
-                    "out": result.assignments.num_rows,
+                    "in": assignments.num_rows + canon_rejects.num_rows + local_dups,
+                    "out": assignments.num_rows,
                     "rejected": _add_counts(
                         reason_counts(result.rejects) | reason_counts(canon_rejects),
                         {"duplicate_canonical_url": local_dups} if local_dups else {},
                     ),
                     "kinds": dict(kinds),
-                    "clusters": len(set(result.assignments.column("cluster_id").to_pylist())),
+                    "clusters": len(set(assignments.column("cluster_id").to_pylist())),
                 }
+                # the index rows (a fingerprint per article) wait for the load on disk
+                dedup_files = _write_dedup_result(stage_dir, result)
+                del result
+                memory.release_free_memory()
                 timings["dedup"] = time.perf_counter() - t0
 
-                final = _assemble_articles(
-                    stage_dir, shard_ids, result.assignments, stats, kept_urls
+                memory.mark("assemble")
+                article_files, view = _assemble_articles(
+                    stage_dir, shard_ids, assignments, stats, kept_urls
                 )
-                reports.append(_check(timings, "dedup", final, run_id, gx))
-                reports.append(_check(timings, "publish", final, run_id, gx))
+                del assignments, kept_urls
+                n_final = view.num_rows
+                memory.mark("dedup+publish checks")
+                reports.append(_check(timings, "dedup", view, run_id, gx))
+                reports.append(_check(timings, "publish", view, run_id, gx))
+                del view
                 _raise_on_critical(reports)
+            del stats
+            memory.release_free_memory()
 
             # load + publish: the single writer, one transaction, then the Parquet swap
+            memory.mark("load")
             t0 = time.perf_counter()
-            staged = _staged_tables(stage_dir, result, final, reports, owners)
+            staged = _staged_tables(stage_dir, dedup_files, article_files, reports, owners)
             load = wh.load(con, staged, run_id=run_id)
             timings["load"] = time.perf_counter() - t0
+            memory.mark("export")
             t0 = time.perf_counter()
             wh.export_parquet(con, run_id)
             timings["publish"] = time.perf_counter() - t0
             summary.inserted = load.inserted
             counts["load"] = {
-                "in": final.num_rows if final is not None else 0,
+                "in": n_final,
                 "out": load.changed_articles,
                 "rejected": {},
             }
@@ -365,7 +409,8 @@ def ingest(
         if use_pool:
             pool.shutdown()
         if settings is not None:
-            forget_run(settings.host_dir(), run_id)  # robots.txt is cached per run only
+            forget_run(settings.host_dir(), run_id)  # the run's shared robots.txt files
+    memory.mark("data docs")
     summary.warnings = [w for r in reports for w in r.warnings]
     t0 = time.perf_counter()
     try:
@@ -373,6 +418,7 @@ def ingest(
     except Exception as exc:  # docs are a view of results already stored; say so, don't fail
         summary.warnings.append(f"data docs not rebuilt: {exc}")
     timings["data_docs"] = time.perf_counter() - t0
+    memory.mark("end")
     timings["total"] = time.perf_counter() - t_start
     summary.stage_seconds = _stage_seconds(timings, cpu)
     wh.record_run(_run_row(summary, started, summary.stage_seconds, sources_path))
@@ -446,19 +492,61 @@ def _assemble_articles(
     assignments: pa.Table,
     stats: pa.Table | None,
     kept_urls: pa.ChunkedArray,
-) -> pa.Table:
-    """Join clean articles with their cluster and enrichment stats into the published shape."""
-    parts = []
+) -> tuple[list[Path], pa.Table]:
+    """Join clean articles with their cluster and enrichment stats into the published shape.
+
+    One unit at a time: each unit's published rows go to ``articles/<unit>.parquet`` for the
+    load, and only what the dedup and publish checks read stays in memory (bodies reduced to
+    whether they are null), so the run's bodies are never all held at once.
+    Returns the written files (in unit order) and that check view.
+    """
+    files: list[Path] = []
+    views: list[pa.Table] = []
     assign = assignments.select(["article_id", "cluster_id", "dup_kind", "dup_of"])
+    kept = pa.concat_arrays(kept_urls.chunks) if kept_urls.num_chunks else pa.array([], pa.string())
+    cols = ["article_id", "word_count", "reading_time_min", "enrichment_status"]
+    stat_cols = stats.select(cols) if stats is not None else None
     for sid in shard_ids:
         t = pq.read_table(stage_dir / "clean" / f"{sid}.parquet")
-        t = t.filter(pc.is_in(t.column("url"), value_set=pa.concat_arrays(kept_urls.chunks)))
+        t = t.filter(pc.is_in(t.column("url"), value_set=kept))
         t = _attach(t, assign)
-        if stats is not None:
-            cols = ["article_id", "word_count", "reading_time_min", "enrichment_status"]
-            t = _attach(t, stats.select(cols))
-        parts.append(conform(t, ARTICLES))
-    return pa.concat_tables(parts) if parts else ARTICLES.empty_table()
+        if stat_cols is not None:
+            t = _attach(t, stat_cols)
+        t = conform(t, ARTICLES)
+        if t.num_rows:
+            files.append(write_table(t, stage_dir / "articles" / f"{sid}.parquet"))
+        views.append(quality.check_view(_ARTICLE_CHECKS, t))
+    if not views:
+        return files, quality.check_view(_ARTICLE_CHECKS, ARTICLES.empty_table())
+    return files, pa.concat_tables(views)
+
+
+_ARTICLE_CHECKS = ("dedup", "publish")  # the suites run on the assembled articles
+
+
+def _drop_duplicate_ids(clean: pa.Table, run_id: str) -> tuple[pa.Table, pa.Table]:
+    """``drop_duplicate_ids`` on the columns it decides by, so the bodies are copied (by the
+    final ``take``) only when a duplicate is actually dropped; same rows, same order."""
+    narrow = clean.select(["article_id", "fetched_at", "url"]).append_column(
+        "_row", pa.array(range(clean.num_rows), pa.int64())
+    )
+    kept, rejects = drop_duplicate_ids(narrow, run_id)
+    if kept.num_rows == clean.num_rows:
+        return clean, rejects
+    return clean.take(kept.column("_row")), rejects
+
+
+def _write_dedup_result(stage_dir: Path, result: dedup_stage.DedupResult) -> dict[str, list[Path]]:
+    """Stage dedup's output tables as Parquet (table name -> files) so the result, which holds
+    a fingerprint per article, is not kept in memory until the load reads it back."""
+    out = stage_dir / "dedup"
+    tables = {
+        "clusters": result.clusters,
+        "article_syndication": result.syndication,
+        "rejects": conform(result.rejects, REJECTS),
+        **result.index_rows,
+    }
+    return {name: [write_table(t, out / f"{name}.parquet")] for name, t in tables.items()}
 
 
 def _attach(left: pa.Table, right: pa.Table) -> pa.Table:
@@ -507,21 +595,25 @@ def _add_counts(a: dict, b: dict) -> dict:
     return dict(Counter(a) + Counter(b))
 
 
-def _staged_tables(stage_dir: Path, result, final, reports, owners=None) -> dict[str, list]:
+def _staged_tables(
+    stage_dir: Path,
+    dedup_files: dict[str, list[Path]] | None,
+    article_files: list[Path] | None,
+    reports: list[quality.QualityReport],
+    owners: dict[str, set[str]] | None = None,
+) -> dict[str, list]:
+    """What the load reads, as Parquet paths wherever possible: DuckDB scans the files itself,
+    so no table of the run has to be in this process's memory during the load."""
     staged: dict[str, list] = {}
     for name in ("fetches", "fetch_state", "warc_index"):
         files = sorted((stage_dir / name).glob("*.parquet"))
         if files:
             staged[name] = files
     staged["rejects"] = sorted((stage_dir / "rejects").glob("*.parquet"))
-    if final is not None:
-        staged["articles"] = [final]
-    if result is not None:
-        staged["rejects"].append(result.rejects)
-        staged["clusters"] = [result.clusters]
-        staged["article_syndication"] = [result.syndication]
-        for name, t in result.index_rows.items():
-            staged.setdefault(name, []).append(t)
+    if article_files is not None:
+        staged["articles"] = list(article_files)
+    for name, files in (dedup_files or {}).items():
+        staged.setdefault(name, []).extend(files)
     enrich_dir = stage_dir / "enrich"
     if enrich_dir.exists():
         for d in sorted(enrich_dir.iterdir()):

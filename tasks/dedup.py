@@ -999,6 +999,24 @@ class DedupResult:
     stats: dict = field(default_factory=dict)
 
 
+# the ARTICLES_CORE columns ``dedup_batch`` reads: a caller holding a whole run's articles
+# need not hold the others
+INPUT_COLUMNS = (
+    "article_id",
+    "url",
+    "canonical_url",
+    "outlet",
+    "title",
+    "body",
+    "published",
+    "published_at",
+    "origin_credit",
+    "syndication_hints",
+    "content_hash",
+    "fetched_at",
+)
+
+
 def _order_key(published: date | None, article_id: str) -> tuple[date, str]:
     return (published or date.max, article_id)
 

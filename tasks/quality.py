@@ -228,6 +228,70 @@ def _needed_columns(exp: Mapping[str, Any]) -> list[str]:
     return cols
 
 
+# expectations that look only at whether a value is null, never at the value itself
+_VALIDITY_ONLY = frozenset(
+    {"expect_column_values_to_not_be_null", "expect_column_values_to_be_null"}
+)
+
+
+def _main_expectations(stages: Iterable[str]) -> list[dict]:
+    out = []
+    for stage in stages:
+        suite = _read_suite(stage)
+        main = suite["table"]
+        out += [e for e in suite["expectations"] if e.get("table", main) == main]
+    return out
+
+
+def needed_columns(stage: str) -> list[str]:
+    """Columns the suite of ``stage`` reads from its main table, in suite order.
+
+    A caller reading a stage's output from disk only for its checks reads just these.
+    """
+    exps = _main_expectations([stage])
+    return list(dict.fromkeys(c for e in exps for c in _needed_columns(e)))
+
+
+def _validity_only(exps: Iterable[Mapping[str, Any]]) -> set[str]:
+    """Columns that these expectations only test for nulls."""
+    types: dict[str, set[str]] = {}
+    for e in exps:
+        for c in _needed_columns(e):
+            types.setdefault(c, set()).add(e["type"])
+    return {c for c, ts in types.items() if ts <= _VALIDITY_ONLY}
+
+
+def _as_validity(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The same nulls with every value emptied: what a null check needs of a text column.
+
+    An article body is most of the run's memory, and the dedup and publish suites only ask
+    whether it is there; as empty strings their pandas copy costs nothing.
+    """
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        return col
+    return pc.if_else(pc.is_valid(col), pa.scalar("", col.type), pa.scalar(None, col.type))
+
+
+def _narrow(table: pa.Table, exps: list[dict]) -> pa.Table:
+    """``table`` reduced to what ``exps`` read: the needed columns, null-checked-only text
+    columns emptied (one column stays so table-level checks still see the row count)."""
+    present = set(table.column_names)
+    needed = [c for c in dict.fromkeys(c for e in exps for c in _needed_columns(e)) if c in present]
+    out = table.select(needed or table.column_names[:1])
+    for c in _validity_only(exps) & set(needed):
+        out = out.set_column(out.schema.get_field_index(c), c, _as_validity(out.column(c)))
+    return out
+
+
+def check_view(stages: Sequence[str], table: pa.Table) -> pa.Table:
+    """What the main-table suites of ``stages`` read from ``table``, and no more.
+
+    Validating the view gives the same results as validating ``table`` itself, so a caller
+    can build the view piece by piece (unit by unit) and never hold the full table.
+    """
+    return _narrow(table, _main_expectations(stages))
+
+
 def _sample(value: Any, regex: str | None) -> str:
     """A short excerpt of an offending value, centred on the regex match when there is one."""
     if not isinstance(value, str):
@@ -559,11 +623,9 @@ def validate(
                           else data.columns))
         # only the columns some expectation reads go to pandas: the article tables carry
         # bodies and metadata no check looks at, and converting them would double the run's
-        # peak memory for nothing (one column stays so table-level checks see the row count)
-        needed = [c for c in dict.fromkeys(c for exp in exps for c in _needed_columns(exp))
-                  if c in present]
+        # peak memory for nothing; a column only checked for nulls goes as its nulls
         if isinstance(data, pa.Table):
-            data = data.select(needed or data.column_names[:1])
+            data = _narrow(data, exps)
         df = _to_pandas(data)
         runnable: list[dict] = []
         for exp in exps:

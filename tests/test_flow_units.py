@@ -42,3 +42,27 @@ def test_enrichment_of_a_canonical_duplicate_is_published_once(tmp_path):
 def test_without_duplicates_every_row_is_kept(tmp_path):
     _write(tmp_path / "enrich" / "t" / "u1.parquet", pa.table({"article_id": ["A", "A"]}))
     assert _filter_owned(tmp_path / "enrich" / "t", {}).num_rows == 2
+
+
+def test_canonical_dedup_on_a_narrow_table_keeps_the_same_rows():
+    """The flow decides canonical duplicates on three columns and copies the bodies only when
+    a row goes; kept rows and rejects must equal the full-table function's."""
+    from datetime import UTC, datetime
+
+    from flows.ingest import _drop_duplicate_ids
+    from tasks.canonical import drop_duplicate_ids
+
+    t = pa.table(
+        {
+            "article_id": ["B", "A", "B", "C", "A"],
+            "url": ["http://x/b2", "http://x/a", "http://x/b1", "http://x/c", "http://x/a?r"],
+            "fetched_at": [datetime(2025, 1, d, tzinfo=UTC) for d in (2, 1, 2, 3, 1)],
+            "body": ["b2", "a", "b1", "c", "a2"],
+        }
+    )
+    kept, rejects = _drop_duplicate_ids(t, "r")
+    want, want_rejects = drop_duplicate_ids(t, "r")
+    assert kept.equals(want)
+    assert rejects.drop_columns(["rejected_at"]).equals(want_rejects.drop_columns(["rejected_at"]))
+    unique = t.slice(3, 1)
+    assert _drop_duplicate_ids(unique, "r")[0] is unique  # nothing dropped: no copy

@@ -38,3 +38,19 @@ def test_arrow_buffers_come_from_malloc_so_trim_reaches_them():
     assert pa.system_memory_pool().bytes_allocated() - before >= 8_000_000
     del arr
     assert pa.system_memory_pool().bytes_allocated() - before < 1_000_000
+
+
+def test_phase_log_names_each_phase_with_its_peak(tmp_path):
+    log = tmp_path / "mem.tsv"
+    phases = memory.PhaseLog(str(log))
+    phases.mark("load")
+    blob = bytearray(80 * 2**20)  # touched: resident during "load"
+    blob[::4096] = b"x" * len(blob[::4096])
+    phases.mark("export")
+    del blob
+    lines = [line.split("\t") for line in log.read_text().splitlines()]
+    assert [p[1] for p in lines] == ["start", "load"]
+    peaks = {p[1]: int(p[2].removeprefix("peak_mb=")) for p in lines}
+    if peaks["load"] >= 0:  # -1 off Linux: nothing to compare
+        assert peaks["load"] >= peaks["start"] + 60
+    memory.PhaseLog("").mark("x")  # no path: does nothing

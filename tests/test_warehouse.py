@@ -127,3 +127,28 @@ def test_to_rows_matches_to_pylist_with_time_zones():
         }
     )
     assert to_rows(t) == t.to_pylist()
+
+
+def test_a_staged_table_larger_than_a_row_group_arrives_whole(tmp_path):
+    """DuckDB 1.5.5 drops the rows of a table created inside a transaction once more than one
+    row group (122,880 rows) is appended to it; staging tables used to be created inside the
+    load's transaction, and a 20k-page run published no dedup_bands or article_entities."""
+    wh = Warehouse(tmp_path)
+    con = wh.connect()
+    articles = _articles("r1", {f"http://a.test/{k}": f"Body {k}." for k in range(7)})
+    ids = articles.column("article_id").to_pylist()
+    n = 70_000  # rows per file: two files exceed one row group together, not alone
+    files = []
+    for i in range(2):
+        bands = pa.table(
+            {
+                "band_key": pa.array(range(i * n, (i + 1) * n), pa.int64()),
+                "article_id": pa.array([ids[k % 7] for k in range(n)], pa.string()),
+            },
+            schema=wh.spec("dedup_bands").schema,
+        )
+        files.append(tmp_path / f"bands-{i}.parquet")
+        pq.write_table(bands, files[-1])
+    stats = wh.load(con, {"articles": [articles], "dedup_bands": files}, run_id="r1")
+    assert stats.inserted["dedup_bands"] == 2 * n
+    assert con.execute("SELECT count(*) FROM dedup_bands").fetchone()[0] == 2 * n

@@ -42,6 +42,7 @@ class LoadStats:
 
 
 WRITER_MEMORY_LIMIT = os.environ.get("NEWSFLOW_DUCKDB_MEMORY", "512MB")
+RELATED_CHUNK = 1000  # changed articles whose related articles are derived in one statement
 
 
 class Warehouse:
@@ -169,37 +170,53 @@ class Warehouse:
         tables replace a row only when its content differs; log tables add only new keys.
         """
         stats = LoadStats()
-        con.execute("BEGIN TRANSACTION")
         try:
+            # Staging first, outside the transaction: DuckDB (1.5.5) loses the rows of a table
+            # created inside a transaction once more than one row group (122,880 rows) is
+            # appended to it, so a staging table created in the transaction came back empty at
+            # scale (no dedup_bands, article_entities, ... in a 20k-page run). Staging tables
+            # are temporary and only read by the merge, so the load stays all or nothing.
             for spec in self.specs:
-                parts = staged.get(spec.name) or []
-                self._stage(con, spec, parts)
-            if "articles" in staged:
-                con.execute(
-                    "CREATE OR REPLACE TEMP TABLE _changed AS "
-                    "SELECT s.article_id FROM _s_articles s LEFT JOIN articles a "
-                    "ON a.article_id = s.article_id "
-                    "WHERE a.article_id IS NULL OR a.content_hash IS DISTINCT FROM s.content_hash"
-                )
-            else:
-                con.execute("CREATE OR REPLACE TEMP TABLE _changed (article_id VARCHAR)")
-            stats.changed_articles = con.execute("SELECT count(*) FROM _changed").fetchone()[0]
-            for spec in self.specs:
-                if spec.name not in staged:
-                    continue
-                stats.inserted[spec.name] = self._merge(con, spec)
-            if run_id is not None and {"article_entities", "related_articles"} <= self._names():
-                stats.inserted["related_articles"] = self._derive_related(con, run_id)
-            if run_row is not None:
-                self._upsert_run(con, run_row)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+                self._stage(con, spec, staged.get(spec.name) or [])
+            con.execute("BEGIN TRANSACTION")
+            try:
+                self._merge_all(con, staged, stats, run_row, run_id)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
         finally:
             for spec in self.specs:
                 con.execute(f"DROP TABLE IF EXISTS {_ident('_s_' + spec.name)}")
         return stats
+
+    def _merge_all(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        staged: dict[str, Sequence[pa.Table | Path | str]],
+        stats: LoadStats,
+        run_row: dict | None,
+        run_id: str | None,
+    ) -> None:
+        """The transaction's body: decide what changed, then merge every staged table."""
+        if "articles" in staged:
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _changed AS "
+                "SELECT s.article_id FROM _s_articles s LEFT JOIN articles a "
+                "ON a.article_id = s.article_id "
+                "WHERE a.article_id IS NULL OR a.content_hash IS DISTINCT FROM s.content_hash"
+            )
+        else:
+            con.execute("CREATE OR REPLACE TEMP TABLE _changed (article_id VARCHAR)")
+        stats.changed_articles = con.execute("SELECT count(*) FROM _changed").fetchone()[0]
+        for spec in self.specs:
+            if spec.name not in staged:
+                continue
+            stats.inserted[spec.name] = self._merge(con, spec)
+        if run_id is not None and {"article_entities", "related_articles"} <= self._names():
+            stats.inserted["related_articles"] = self._derive_related(con, run_id)
+        if run_row is not None:
+            self._upsert_run(con, run_row)
 
     def _stage(self, con: duckdb.DuckDBPyConnection, spec: TableSpec, parts: Iterable) -> None:
         name = _ident("_s_" + spec.name)
@@ -296,39 +313,78 @@ class Warehouse:
             "DELETE FROM related_articles WHERE article_id IN (SELECT article_id FROM _changed)"
         )
         before = con.execute("SELECT count(*) FROM related_articles").fetchone()[0]
+        # Scoring every (changed article, candidate) pair is the one part of the load whose
+        # size grows with the run (pairs ~ articles x candidates), so: the changed articles
+        # are taken a slice at a time (an article's ranking only involves its own pairs), and
+        # the list of shared features, an aggregate state DuckDB cannot spill, is built only
+        # for the top_k pairs kept per article. One statement with lists for every pair ran
+        # out of the writer's memory at 5,000 pages.
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _norms AS "
+            "SELECT article_id, sqrt(sum(w * w)) AS nrm FROM _feats GROUP BY 1"
+        )
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _rel_todo AS SELECT article_id, "
+            "(row_number() OVER (ORDER BY article_id) - 1) // ? AS part FROM _changed",
+            [RELATED_CHUNK],
+        )
+        parts = con.execute("SELECT coalesce(max(part) + 1, 0) FROM _rel_todo").fetchone()[0]
+        for part in range(parts):
+            self._insert_related(con, part, run_id, top_k)
+        for name in ("_rel_top", "_rel_todo", "_norms", "_feats"):
+            con.execute(f"DROP TABLE IF EXISTS {name}")
+        return con.execute("SELECT count(*) FROM related_articles").fetchone()[0] - before
+
+    def _insert_related(
+        self, con: duckdb.DuckDBPyConnection, part: int, run_id: str, top_k: int
+    ) -> None:
+        """Related articles of one slice (``_rel_todo.part``) of the changed articles.
+
+        First the ``top_k`` pairs per article by cosine score (a plain sum per pair, which
+        DuckDB spills when it must), kept in ``_rel_top`` (created whole by one statement:
+        see ``load`` on appending to tables created in the transaction); then the shared
+        features of those pairs only, strongest first.
+        """
         con.execute(
             """
-            INSERT INTO related_articles BY NAME
-            WITH norms AS (SELECT article_id, sqrt(sum(w * w)) AS nrm FROM _feats GROUP BY 1),
-            pairs AS (
-                SELECT a.article_id, b.article_id AS related_article_id,
-                       sum(a.w * b.w) AS dot, list(a.f ORDER BY a.w * b.w DESC) AS fs
+            CREATE OR REPLACE TEMP TABLE _rel_top AS
+            WITH pairs AS (
+                SELECT a.article_id, b.article_id AS related_article_id, sum(a.w * b.w) AS dot
                 FROM _feats a JOIN _feats b ON a.f = b.f AND a.article_id <> b.article_id
-                WHERE a.article_id IN (SELECT article_id FROM _changed)
+                WHERE a.article_id IN (SELECT article_id FROM _rel_todo WHERE part = ?)
                 GROUP BY 1, 2
             ), scored AS (
                 SELECT p.article_id, p.related_article_id,
-                       p.dot / (na.nrm * nb.nrm) AS score, p.fs
+                       p.dot / (na.nrm * nb.nrm) AS score
                 FROM pairs p
-                JOIN norms na ON na.article_id = p.article_id
-                JOIN norms nb ON nb.article_id = p.related_article_id
+                JOIN _norms na ON na.article_id = p.article_id
+                JOIN _norms nb ON nb.article_id = p.related_article_id
                 JOIN articles aa ON aa.article_id = p.article_id
                 JOIN articles ab ON ab.article_id = p.related_article_id
                 WHERE aa.cluster_id IS DISTINCT FROM ab.cluster_id
             )
-            SELECT article_id, related_article_id,
+            SELECT article_id, related_article_id, score,
                    CAST(row_number() OVER (PARTITION BY article_id
-                        ORDER BY score DESC, related_article_id) AS INTEGER) AS rank,
-                   round(score, 6) AS score,
-                   list_transform(fs[1:8], x -> x[3:]) AS shared,
-                   ? AS run_id
+                        ORDER BY score DESC, related_article_id) AS INTEGER) AS rank
             FROM scored
             QUALIFY rank <= ?
             """,
-            [run_id, int(top_k)],
+            [part, int(top_k)],
         )
-        con.execute("DROP TABLE _feats")
-        return con.execute("SELECT count(*) FROM related_articles").fetchone()[0] - before
+        con.execute(
+            """
+            INSERT INTO related_articles BY NAME
+            SELECT t.article_id, t.related_article_id, t.rank,
+                   round(t.score, 6) AS score,
+                   list_transform(list(a.f ORDER BY a.w * b.w DESC)[1:8], x -> x[3:]) AS shared,
+                   ? AS run_id
+            FROM _rel_top t
+            JOIN _feats a ON a.article_id = t.article_id
+            JOIN _feats b ON b.article_id = t.related_article_id AND b.f = a.f
+            GROUP BY t.article_id, t.related_article_id, t.rank, t.score
+            """,
+            [run_id],
+        )
 
     def _upsert_run(self, con: duckdb.DuckDBPyConnection, row: dict) -> None:
         con.execute("DELETE FROM runs WHERE run_id = ?", [row["run_id"]])
