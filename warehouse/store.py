@@ -42,6 +42,7 @@ class LoadStats:
 
 
 WRITER_MEMORY_LIMIT = os.environ.get("NEWSFLOW_DUCKDB_MEMORY", "512MB")
+MAX_FEATURE_DF = 200  # a feature shared by more articles than this relates nothing useful
 RELATED_CHUNK = 1000  # changed articles whose related articles are derived in one statement
 
 
@@ -285,8 +286,10 @@ class Warehouse:
 
         Features are the entities (weight 1) and keywords (weight 0.5) of each article,
         idf-weighted, scored by cosine similarity; copies of the same story (same cluster) are
-        never related to each other. Features carried by a large share of all articles say
-        little and would make the pair join quadratic, so they are left out.
+        never related to each other (so their pairs are not even formed). Features carried by
+        a large share of all articles, or by more than ``MAX_FEATURE_DF`` of them, say little
+        and would make the pair join grow with the square of the warehouse, so they are left
+        out: with the cap, pairs grow linearly with articles.
         """
         con.execute(
             """
@@ -304,10 +307,11 @@ class Warehouse:
                 SELECT article_id, f, max(w) AS w FROM raw GROUP BY ALL
             ), n AS (SELECT count(DISTINCT article_id) AS n FROM dedup),
             df AS (SELECT f, count(*) AS df FROM dedup GROUP BY f)
-            SELECT d.article_id, d.f, d.w * ln((n.n + 1.0) / df.df) AS w
-            FROM dedup d JOIN df USING (f), n
-            WHERE df.df > 1 AND df.df <= greatest(50, 0.05 * n.n)
-            """
+            SELECT d.article_id, d.f, d.w * ln((n.n + 1.0) / df.df) AS w, a.cluster_id
+            FROM dedup d JOIN df USING (f) JOIN articles a USING (article_id), n
+            WHERE df.df > 1 AND df.df <= least(greatest(50, 0.05 * n.n), ?)
+            """,
+            [MAX_FEATURE_DF],
         )
         con.execute(
             "DELETE FROM related_articles WHERE article_id IN (SELECT article_id FROM _changed)"
@@ -351,6 +355,7 @@ class Warehouse:
             WITH pairs AS (
                 SELECT a.article_id, b.article_id AS related_article_id, sum(a.w * b.w) AS dot
                 FROM _feats a JOIN _feats b ON a.f = b.f AND a.article_id <> b.article_id
+                    AND a.cluster_id IS DISTINCT FROM b.cluster_id
                 WHERE a.article_id IN (SELECT article_id FROM _rel_todo WHERE part = ?)
                 GROUP BY 1, 2
             ), scored AS (
