@@ -556,20 +556,18 @@ class _Discovery:
         cache = self.fetcher.cache
         if cache is None:
             return parse_feed(data, base)
-        key = hashlib.sha256(base.encode() + b"\0" + data).hexdigest()[:32]
-        path = cache.dir / f"{key}.feed.json"
-        try:
-            rows = json.loads(path.read_bytes())
-            return [Found(u, _parse_date(p), lang, _parse_date(m)) for u, p, lang, m in rows]
-        except (OSError, ValueError, TypeError):
-            pass  # not parsed before (or unreadable): parse and remember
+        key = "parsed-feed:" + hashlib.sha256(base.encode() + b"\0" + data).hexdigest()
+        doc = cache.get(key)
+        if doc is not None:
+            try:
+                return [Found(u, _parse_date(p), lang, _parse_date(m))
+                        for u, p, lang, m in json.loads(doc.body)]
+            except (ValueError, TypeError):
+                pass  # unreadable: parse again and overwrite
         found = parse_feed(data, base)
         rows = [[f.url, f.published and f.published.isoformat(), f.language,
                  f.modified and f.modified.isoformat()] for f in found]
-        cache.dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(rows), encoding="utf-8")
-        os.replace(tmp, path)
+        cache.put(key, CachedDoc(json.dumps(rows).encode(), verified_at=time.time()))
         return found
 
     def filter(self, src: Source, found: Iterable[Found]) -> list[str]:

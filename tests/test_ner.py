@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from newsflow.ner_cmd import ner_jsonl
 from tasks.ner import recognise, recognise_tokens
@@ -195,18 +196,25 @@ def test_find_names_matches_the_alternation_regex() -> None:
         assert _find_names(text, names) == expected, names
 
 
+def _uncached_tokenizer(pipe: Any) -> Any:
+    """A copy of the pipeline's tokenizer with caching off: the rules' own answer."""
+    from spacy.tokenizer import Tokenizer
+
+    uncached = Tokenizer(pipe.vocab)
+    uncached.from_bytes(pipe.tokenizer.to_bytes())
+    uncached.max_cache_size = 0
+    return uncached
+
+
 def test_tokenizer_cache_gives_the_rules_tokens() -> None:
     """nlp() raises the tokenizer's chunk cache limit; cached splits equal the rules' splits."""
     from spacy.attrs import NORM, ORTH, SHAPE, SPACY
-    from spacy.tokenizer import Tokenizer
 
     from tasks.ner import TOKENIZER_CACHE, nlp
 
     pipe = nlp()
     assert pipe.tokenizer.max_cache_size >= TOKENIZER_CACHE
-    uncached = Tokenizer(pipe.vocab)
-    uncached.from_bytes(pipe.tokenizer.to_bytes())
-    uncached.max_cache_size = 0
+    uncached = _uncached_tokenizer(pipe)
     texts = [
         "Ukraine's President Volodymyr Zelensky said: \"We won't stop.\" (Reuters) U.S.-led talks",
         "The 12:30 train to Kyiv, via Lviv; e-mail news@example.org or see https://x.org/a?b=1.",
@@ -222,14 +230,11 @@ def test_tokenizer_cache_gives_the_rules_tokens() -> None:
 def test_make_doc_cached_is_make_doc() -> None:
     """Chunks tokenised alone first (so spaCy caches them): the same Docs as make_doc."""
     from spacy.attrs import IS_PUNCT, LOWER, NORM, ORTH, PREFIX, SHAPE, SPACY, SUFFIX
-    from spacy.tokenizer import Tokenizer
 
     from tasks.ner import make_doc_cached, nlp
 
     pipe = nlp()
-    uncached = Tokenizer(pipe.vocab)
-    uncached.from_bytes(pipe.tokenizer.to_bytes())
-    uncached.max_cache_size = 0
+    uncached = _uncached_tokenizer(pipe)
     texts = [
         # a special case first ("Mr.", "don't"), then chunks spaCy would not cache in this Doc
         "Mr. Smith's dogs don't (Reuters) U.S.-led talks; Kyiv's mayor said: \"No.\" 5km $3bn",
