@@ -267,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     corpus = None
     if a.corpus is not None:  # first: a fresh process, as a worker starting on real pages
         corpus = corpus_speed(a.corpus)
+        if corpus is None:
+            sys.exit(f"--corpus {a.corpus}: no .html pages under it")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         print(f"gold: {a.gold}")
