@@ -63,8 +63,16 @@ def _score(score_py: Path, gold: Path, pred: Path, out_json: Path) -> dict:
 def _syndication_set(args: argparse.Namespace, d: Path, seed: int) -> Path:
     """Generate (once) a make_syndication.py set for ``seed`` into ``d``."""
     if not (d / "docs.jsonl").exists():
-        cmd = [sys.executable, args.make_syndication, "--out-dir", str(d), "--seed", str(seed),
-               "--n-docs", str(args.n_docs)]
+        cmd = [
+            sys.executable,
+            args.make_syndication,
+            "--out-dir",
+            str(d),
+            "--seed",
+            str(seed),
+            "--n-docs",
+            str(args.n_docs),
+        ]
         for s in args.source:
             cmd += ["--source", s]
         _run(cmd)

@@ -58,8 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pages", type=int, default=100_000)
     ap.add_argument("--every", type=int, default=5_000)
     ap.add_argument("--batch", type=int, default=100, help="pages per extract_batch call")
-    ap.add_argument("--enrich", action="store_true",
-                    help="also enrich each batch: a pool worker's whole unit of work")
+    ap.add_argument(
+        "--enrich",
+        action="store_true",
+        help="also enrich each batch: a pool worker's whole unit of work",
+    )
     a = ap.parse_args(argv)
     memory.setup_process()  # as the flow's workers run
     pages = load_pages(a.corpus)
@@ -73,12 +76,34 @@ def main(argv: list[str] | None = None) -> int:
         for k in range(start, min(start + a.batch, a.pages)):
             url = f"http://site{k % 97}.bench.example/news/{k // 97}/story-{k}.html"
             html = distinct_copy(pages[k % len(pages)], k, rng, url)
-            rows.append({"page_id": f"p{k}", "url": url, "final_url": url, "source": "bench",
-                         "outlet": None, "html": html.decode("utf-8", "replace"),
-                         "fetched_at": now})
-        table = pa.Table.from_pylist(rows, schema=pa.schema(
-            [PAGES.field(n) for n in ("page_id", "url", "final_url", "source", "outlet",
-                                      "html", "fetched_at")]))
+            rows.append(
+                {
+                    "page_id": f"p{k}",
+                    "url": url,
+                    "final_url": url,
+                    "source": "bench",
+                    "outlet": None,
+                    "html": html.decode("utf-8", "replace"),
+                    "fetched_at": now,
+                }
+            )
+        table = pa.Table.from_pylist(
+            rows,
+            schema=pa.schema(
+                [
+                    PAGES.field(n)
+                    for n in (
+                        "page_id",
+                        "url",
+                        "final_url",
+                        "source",
+                        "outlet",
+                        "html",
+                        "fetched_at",
+                    )
+                ]
+            ),
+        )
         extracted, _ = extract_batch(table, "mem")
         cleaned, _ = clean_batch(extracted, "mem") if extracted.num_rows else (extracted, None)
         articles += cleaned.num_rows
@@ -93,16 +118,21 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             rss = rss_mb()
             samples.append((done, rss))
-            print(f"{done} | {rss:.0f} | {peak_mb():.0f} | {articles} |"
-                  f" {(done - n_last) / (t - t_last):.1f}", flush=True)
+            print(
+                f"{done} | {rss:.0f} | {peak_mb():.0f} | {articles} |"
+                f" {(done - n_last) / (t - t_last):.1f}",
+                flush=True,
+            )
             t_last, n_last = t, done
     if len(samples) >= 3:
         warm = samples[len(samples) // 5]  # after the first fifth: caches and arenas warm
         last = samples[-1]
-        print(f"RSS after warm-up ({warm[0]} pages): {warm[1]:.0f} MB; at {last[0]} pages:"
-              f" {last[1]:.0f} MB; growth {last[1] - warm[1]:+.0f} MB"
-              f" ({(last[1] - warm[1]) / max(1, last[0] - warm[0]) * 1e4:+.1f} MB per 10k"
-              " pages)")
+        print(
+            f"RSS after warm-up ({warm[0]} pages): {warm[1]:.0f} MB; at {last[0]} pages:"
+            f" {last[1]:.0f} MB; growth {last[1] - warm[1]:+.0f} MB"
+            f" ({(last[1] - warm[1]) / max(1, last[0] - warm[0]) * 1e4:+.1f} MB per 10k"
+            " pages)"
+        )
     return 0
 
 

@@ -36,8 +36,12 @@ def _newsflow(html: str, url: str | None) -> tuple[dict, str | None]:
         return {"title": None, "authors": None, "published": None, "body": None}, reason
     cleaned, reason = clean_record(record)
     if cleaned is None:
-        return {"title": record.get("title"), "authors": None, "published": None,
-                "body": None}, reason
+        return {
+            "title": record.get("title"),
+            "authors": None,
+            "published": None,
+            "body": None,
+        }, reason
     return {
         "title": cleaned["title"],
         "authors": cleaned["authors"],
@@ -52,8 +56,12 @@ def _trafilatura(html: str, url: str | None) -> dict:
 
     out = trafilatura.extract(html, url=url, with_metadata=True, output_format="json")
     j = json.loads(out) if out else {}
-    return {"title": j.get("title"), "authors": j.get("author"), "published": j.get("date"),
-            "body": j.get("text")}
+    return {
+        "title": j.get("title"),
+        "authors": j.get("author"),
+        "published": j.get("date"),
+        "body": j.get("text"),
+    }
 
 
 def _run_case(case_dir: str) -> tuple[str, dict, dict, float, float, str | None]:
@@ -84,13 +92,15 @@ def _warm(_: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("corpus", type=Path, help="folder of <case>/page.html (+ expected.json)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "extraction")
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--scorer", type=Path,
-                    default=REPO.parent / "shared" / "bench" / "score_extraction.py")
+    ap.add_argument(
+        "--scorer", type=Path, default=REPO.parent / "shared" / "bench" / "score_extraction.py"
+    )
     args = ap.parse_args(argv)
 
     cases = sorted(str(p.parent) for p in args.corpus.glob("*/page.html"))
@@ -113,25 +123,38 @@ def main(argv: list[str] | None = None) -> int:
             cpu_tr += c_tr
             if reason:
                 rejects[name] = reason
-            (nf_dir / f"{name}.json").write_text(json.dumps(nf, ensure_ascii=False, default=str),
-                                                 encoding="utf-8")
-            (tr_dir / f"{name}.json").write_text(json.dumps(tr, ensure_ascii=False),
-                                                 encoding="utf-8")
+            (nf_dir / f"{name}.json").write_text(
+                json.dumps(nf, ensure_ascii=False, default=str), encoding="utf-8"
+            )
+            (tr_dir / f"{name}.json").write_text(
+                json.dumps(tr, ensure_ascii=False), encoding="utf-8"
+            )
     wall = time.monotonic() - wall
 
     for label, d in (("newsflow (extract+clean)", nf_dir), ("trafilatura 2 bare", tr_dir)):
         print(f"\n== {label}: {d}")
         sys.stdout.flush()
-        subprocess.run([sys.executable, str(args.scorer), str(d), str(args.corpus),
-                        "--json-out", str(d.parent / f"{d.name}.score.json")], check=False)
+        subprocess.run(
+            [
+                sys.executable,
+                str(args.scorer),
+                str(d),
+                str(args.corpus),
+                "--json-out",
+                str(d.parent / f"{d.name}.score.json"),
+            ],
+            check=False,
+        )
     n = len(cases)
     print(f"\npages: {n}  workers: {args.workers}  wall: {wall:.1f}s (both sides)")
     print(f"newsflow    : {n / cpu_nf:6.1f} pages/CPU-s  ({cpu_nf:.1f} CPU-s)")
     print(f"trafilatura : {n / cpu_tr:6.1f} pages/CPU-s  ({cpu_tr:.1f} CPU-s)")
     print(f"speed ratio newsflow/trafilatura: {cpu_tr / cpu_nf:.2f}")
     if rejects:
-        print(f"newsflow rejects ({len(rejects)}): "
-              + ", ".join(f"{k}={v}" for k, v in sorted(rejects.items())))
+        print(
+            f"newsflow rejects ({len(rejects)}): "
+            + ", ".join(f"{k}={v}" for k, v in sorted(rejects.items()))
+        )
     return 0
 
 

@@ -72,8 +72,7 @@ class Log:
             self.statuses.clear()
 
 
-def make_handler(log: Log, host: str, latency: float,
-                 pages: int) -> type[BaseHTTPRequestHandler]:
+def make_handler(log: Log, host: str, latency: float, pages: int) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # headers and body are separate writes
@@ -93,21 +92,36 @@ def make_handler(log: Log, host: str, latency: float,
                     return
                 if self.path == "/sitemap.xml":
                     base = f"http://{self.headers['Host']}"
-                    locs = "".join(f"<url><loc>{base}/news/{j}</loc><lastmod>{SITEMAP_LASTMOD}"
-                                   "</lastmod></url>" for j in range(pages))
-                    self._send(200, ('<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/'
-                                     f'0.9">{locs}</urlset>').encode(),
-                               {"Content-Type": "application/xml"})
+                    locs = "".join(
+                        f"<url><loc>{base}/news/{j}</loc><lastmod>{SITEMAP_LASTMOD}</lastmod></url>"
+                        for j in range(pages)
+                    )
+                    self._send(
+                        200,
+                        (
+                            '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/'
+                            f'0.9">{locs}</urlset>'
+                        ).encode(),
+                        {"Content-Type": "application/xml"},
+                    )
                     return
-                body = (f"<html><head><title>{host}{self.path}</title></head><body>"
-                        f"<p>Article {self.path} on {host}. " + "Text. " * 200
-                        + "</p></body></html>").encode()
+                body = (
+                    f"<html><head><title>{host}{self.path}</title></head><body>"
+                    f"<p>Article {self.path} on {host}. " + "Text. " * 200 + "</p></body></html>"
+                ).encode()
                 etag = '"' + hashlib.md5(body).hexdigest()[:12] + '"'  # noqa: S324
                 if self.headers.get("If-None-Match") == etag:
                     self._send(304, b"", {"ETag": etag})
                     return
-                self._send(200, body, {"Content-Type": "text/html; charset=utf-8",
-                                       "ETag": etag, "Last-Modified": LAST_MODIFIED})
+                self._send(
+                    200,
+                    body,
+                    {
+                        "Content-Type": "text/html; charset=utf-8",
+                        "ETag": etag,
+                        "Last-Modified": LAST_MODIFIED,
+                    },
+                )
             finally:
                 with log.lock:
                     log.inflight[host] -= 1
@@ -152,17 +166,29 @@ def _warm_discovery() -> None:
     import tasks.fetch  # noqa: F401
 
 
-def run_once(label: str, sources: list[Source], settings: FetchSettings, state: dict,
-             run_id: str, archive: Path, pool: ProcessPoolExecutor, log: Log,
-             shard_size: int, trust_lastmod: bool = True) -> tuple[dict, dict]:
+def run_once(
+    label: str,
+    sources: list[Source],
+    settings: FetchSettings,
+    state: dict,
+    run_id: str,
+    archive: Path,
+    pool: ProcessPoolExecutor,
+    log: Log,
+    shard_size: int,
+    trust_lastmod: bool = True,
+) -> tuple[dict, dict]:
     log.reset()
     t0 = time.monotonic()
     shards, _ = discover(sources, settings, run_id=run_id, shard_size=shard_size)
     if not trust_lastmod:
         shards = [replace(sh, modified=None) for sh in shards]
     discover_s = time.monotonic() - t0
-    results = list(pool.map(_fetch, [(s, settings, shard_state(s, state), run_id,
-                                      str(archive)) for s in shards]))
+    results = list(
+        pool.map(
+            _fetch, [(s, settings, shard_state(s, state), run_id, str(archive)) for s in shards]
+        )
+    )
     t1 = time.monotonic()
     fetch_s = t1 - t0 - discover_s
     articles = sum(pool.map(_extract, [r.pages for r in results if r.pages.num_rows]))
@@ -181,8 +207,9 @@ def run_once(label: str, sources: list[Source], settings: FetchSettings, state: 
     # as released by the gate: hop start times recorded by the fetchers (warc_index)
     idx = pa.concat_tables([r.warc_index for r in results])
     by_host: dict[str, list[float]] = defaultdict(list)
-    for u, t in zip(idx.column("final_url").to_pylist(), idx.column("fetched_at").to_pylist(),
-                    strict=True):
+    for u, t in zip(
+        idx.column("final_url").to_pylist(), idx.column("fetched_at").to_pylist(), strict=True
+    ):
         by_host[u.split("/")[2]].append(t.timestamp())
     client_gaps = []
     for starts in by_host.values():
@@ -204,7 +231,8 @@ def run_once(label: str, sources: list[Source], settings: FetchSettings, state: 
         "reasons": dict(sorted(reasons.items())),
         "gate_min_gap_s": round(min(client_gaps), 3) if client_gaps else None,
         "server_gap_p5_p50": (round(gaps[len(gaps) // 20], 3), round(gaps[len(gaps) // 2], 3))
-        if gaps else None,
+        if gaps
+        else None,
         "max_inflight": max(log.max_inflight.values(), default=0),
     }
     new_state = dict(state)
@@ -224,8 +252,9 @@ def demo(delay: float | None) -> None:
             (tmp / "sources.yaml").write_text(sources_yaml(site.base_url), encoding="utf-8")
             sources, settings = load_sources(tmp / "sources.yaml")
             # as the flow does: listings and robots.txt kept between runs in the home's cache
-            settings = replace(settings, host_state_dir=str(tmp / "hosts"),
-                               cache_dir=str(tmp / "cache"))
+            settings = replace(
+                settings, host_state_dir=str(tmp / "hosts"), cache_dir=str(tmp / "cache")
+            )
             if delay is not None:
                 settings = replace(settings, per_host_delay_s=delay)
                 sources = [replace(src, delay_s=delay) for src in sources]
@@ -238,8 +267,10 @@ def demo(delay: float | None) -> None:
                 t0 = time.monotonic()
                 shards, _ = discover(sources, settings, run_id=label)
                 t_disc = time.monotonic() - t0
-                results = [fetch_shard(sh, settings, shard_state(sh, state), label, tmp / "warc")
-                           for sh in shards]
+                results = [
+                    fetch_shard(sh, settings, shard_state(sh, state), label, tmp / "warc")
+                    for sh in shards
+                ]
                 t_fetch = time.monotonic() - t0 - t_disc
                 pages = pa.concat_tables([r.pages for r in results])
                 t1 = time.monotonic()
@@ -251,24 +282,44 @@ def demo(delay: float | None) -> None:
                     for why in r.fetches.column("reason").to_pylist():
                         reasons[why] += 1
                     state.update(state_dict(r.state))
-                rows.append({"run": label, "wall_s": wall, "discover_s": t_disc,
-                             "fetch_s": t_fetch, "extract_s": t_extract,
-                             "requests": len(site.requests) - n0,
-                             "page_requests": sum(1 for _, p in site.requests[n0:]
-                                                  if p.endswith(".html")),
-                             "full_downloads": pages.num_rows, "articles": n_articles,
-                             "reasons": dict(sorted(reasons.items()))})
+                rows.append(
+                    {
+                        "run": label,
+                        "wall_s": wall,
+                        "discover_s": t_disc,
+                        "fetch_s": t_fetch,
+                        "extract_s": t_extract,
+                        "requests": len(site.requests) - n0,
+                        "page_requests": sum(
+                            1 for _, p in site.requests[n0:] if p.endswith(".html")
+                        ),
+                        "full_downloads": pages.num_rows,
+                        "articles": n_articles,
+                        "reasons": dict(sorted(reasons.items())),
+                    }
+                )
         d = settings.per_host_delay_s
         print(f"demo site, its sources.yaml (feed + sitemap index), per-host delay {d}s")
-        cols = ["run", "wall_s", "discover_s", "fetch_s", "extract_s", "requests",
-                "page_requests", "full_downloads", "articles", "reasons"]
+        cols = [
+            "run",
+            "wall_s",
+            "discover_s",
+            "fetch_s",
+            "extract_s",
+            "requests",
+            "page_requests",
+            "full_downloads",
+            "articles",
+            "reasons",
+        ]
         print(" | ".join(cols))
         for r in rows:
-            print(" | ".join(f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c])
-                             for c in cols))
+            print(" | ".join(f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]) for c in cols))
         share = rows[1]["wall_s"] / rows[0]["wall_s"]
-        print(f"second run: {rows[1]['full_downloads']} full downloads, "
-              f"{share:.1%} of the first run's fetch+extract time (target <= 5%)")
+        print(
+            f"second run: {rows[1]['full_downloads']} full downloads, "
+            f"{share:.1%} of the first run's fetch+extract time (target <= 5%)"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -276,8 +327,12 @@ def demo(delay: float | None) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--demo", action="store_true", help="first vs second run of the demo")
-    ap.add_argument("--demo-delay", type=float, default=None,
-                    help="per-host delay for --demo (default: the demo sources.yaml's)")
+    ap.add_argument(
+        "--demo-delay",
+        type=float,
+        default=None,
+        help="per-host delay for --demo (default: the demo sources.yaml's)",
+    )
     ap.add_argument("--hosts", type=int, default=4)
     ap.add_argument("--pages", type=int, default=30, help="pages per host")
     ap.add_argument("--delay", type=float, default=0.05, help="per-host delay (s)")
@@ -302,14 +357,21 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="nf-bench-fetch-"))
     try:
         settings = FetchSettings(
-            per_host_delay_s=a.delay, per_host_concurrency=1, retries=1, backoff=0.05,
+            per_host_delay_s=a.delay,
+            per_host_concurrency=1,
+            retries=1,
+            backoff=0.05,
             allow_private_hosts={f"127.0.0.{i + 1}" for i in range(a.hosts)},
-            host_state_dir=str(tmp / "hosts"), revisit_after_s=0.0, cache_dir=str(tmp / "cache"),
+            host_state_dir=str(tmp / "hosts"),
+            revisit_after_s=0.0,
+            cache_dir=str(tmp / "cache"),
         )
         sources = [Source(f"site{i}", "sitemap", u) for i, u in enumerate(urls)]
-        print(f"{a.hosts} hosts x {a.pages} pages (one sitemap each), shards of <="
-              f" {a.shard_size}, {a.workers} worker processes, per-host delay {a.delay}s,"
-              f" concurrency 1, server latency {a.latency}s")
+        print(
+            f"{a.hosts} hosts x {a.pages} pages (one sitemap each), shards of <="
+            f" {a.shard_size}, {a.workers} worker processes, per-host delay {a.delay}s,"
+            f" concurrency 1, server latency {a.latency}s"
+        )
         rows = []
         kw = {"archive": tmp / "warc", "log": log, "shard_size": a.shard_size}
         with ProcessPoolExecutor(max_workers=a.workers) as pool:
@@ -317,31 +379,57 @@ def main() -> None:
             _warm_discovery()
             r1, state = run_once("1 first", sources, settings, {}, "run1", pool=pool, **kw)
             rows.append(r1)
-            r2, _ = run_once("2 unchanged, lastmod", sources, settings, state, "run2",
-                             pool=pool, **kw)
+            r2, _ = run_once(
+                "2 unchanged, lastmod", sources, settings, state, "run2", pool=pool, **kw
+            )
             rows.append(r2)
             # run 3 schedules with a real revisit interval, so run 4 finds nothing due
             later = replace(settings, revisit_after_s=3600.0)
-            r3, state = run_once("3 unchanged, no lastmod (304)", sources, later, state,
-                                 "run3", pool=pool, trust_lastmod=False, **kw)
+            r3, state = run_once(
+                "3 unchanged, no lastmod (304)",
+                sources,
+                later,
+                state,
+                "run3",
+                pool=pool,
+                trust_lastmod=False,
+                **kw,
+            )
             rows.append(r3)
             r4, _ = run_once("4 not due", sources, later, state, "run4", pool=pool, **kw)
             rows.append(r4)
-        cols = ["run", "wall_s", "discover_s", "fetch_s", "extract_s", "requests", "pages",
-                "articles", "pages_per_s", "urls_per_s", "gate_min_gap_s", "server_gap_p5_p50",
-                "max_inflight", "status", "reasons"]
+        cols = [
+            "run",
+            "wall_s",
+            "discover_s",
+            "fetch_s",
+            "extract_s",
+            "requests",
+            "pages",
+            "articles",
+            "pages_per_s",
+            "urls_per_s",
+            "gate_min_gap_s",
+            "server_gap_p5_p50",
+            "max_inflight",
+            "status",
+            "reasons",
+        ]
         print(" | ".join(cols))
         for r in rows:
             print(" | ".join(str(r[c]) for c in cols))
         floor = a.delay * a.pages
-        print(f"per-host floor for run 1: {a.pages} requests x {a.delay}s = {floor:.2f}s"
-              f" (+ robots.txt, sitemap); min gap must be >= {a.delay}s, max in-flight <= 1")
+        print(
+            f"per-host floor for run 1: {a.pages} requests x {a.delay}s = {floor:.2f}s"
+            f" (+ robots.txt, sitemap); min gap must be >= {a.delay}s, max in-flight <= 1"
+        )
         for r in rows[1:]:
             share = r["wall_s"] / rows[0]["wall_s"]
-            print(f"run {r['run']}: {r['pages']} full downloads, {share:.1%} of run 1's"
-                  " discover+fetch+extract wall time")
-        ok = all(r["gate_min_gap_s"] is None or r["gate_min_gap_s"] >= a.delay * 0.99
-                 for r in rows)
+            print(
+                f"run {r['run']}: {r['pages']} full downloads, {share:.1%} of run 1's"
+                " discover+fetch+extract wall time"
+            )
+        ok = all(r["gate_min_gap_s"] is None or r["gate_min_gap_s"] >= a.delay * 0.99 for r in rows)
         ok = ok and all(r["max_inflight"] <= 1 for r in rows)
         print("per-host limit held" if ok else "PER-HOST LIMIT VIOLATED")
         if not ok:

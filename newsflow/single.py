@@ -9,8 +9,17 @@ from tasks.clean import clean_record
 from tasks.extract import extract_html
 
 PUBLIC_FIELDS = (
-    "title", "authors", "published", "body", "language", "url", "canonical_url", "outlet",
-    "site_name", "description", "origin_credit",
+    "title",
+    "authors",
+    "published",
+    "body",
+    "language",
+    "url",
+    "canonical_url",
+    "outlet",
+    "site_name",
+    "description",
+    "origin_credit",
 )
 
 
@@ -18,8 +27,12 @@ def _load(item: str) -> tuple[str, str | None]:
     if item.startswith(("http://", "https://")):
         import httpx
 
-        resp = httpx.get(item, follow_redirects=True, timeout=20.0,
-                         headers={"User-Agent": "newsflow/0.1 (+extract)"})
+        resp = httpx.get(
+            item,
+            follow_redirects=True,
+            timeout=20.0,
+            headers={"User-Agent": "newsflow/0.1 (+extract)"},
+        )
         resp.raise_for_status()
         return resp.text, str(resp.url)
     path = Path(item)

@@ -91,8 +91,11 @@ def decode_html(body: bytes, content_type: str | None = None) -> tuple[str, str]
     fails strict UTF-8 and falls through), then undeclared UTF-8, then charset-normalizer. A
     page declared single-byte (latin-1 decodes anything) that is valid UTF-8 is read as UTF-8.
     """
-    for bom, enc in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
-                     (codecs.BOM_UTF16_BE, "utf-16")):
+    for bom, enc in (
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
         if body.startswith(bom):
             return body.decode(enc, "replace"), enc
     header, meta = declared_charset(content_type, body)
@@ -122,9 +125,18 @@ def decode_html(body: bytes, content_type: str | None = None) -> tuple[str, str]
     return body.decode("utf-8", "replace"), "utf-8"
 
 
-def page_row(*, url: str, final_url: str, source: str | None, outlet: str | None, status: int,
-             content_type: str | None, fetched_at: datetime, body: bytes,
-             run_id: str | None) -> dict[str, Any]:
+def page_row(
+    *,
+    url: str,
+    final_url: str,
+    source: str | None,
+    outlet: str | None,
+    status: int,
+    content_type: str | None,
+    fetched_at: datetime,
+    body: bytes,
+    run_id: str | None,
+) -> dict[str, Any]:
     """One ``PAGES`` row; the single place where fetched bytes become a page."""
     text, _ = decode_html(body, content_type)
     return {
@@ -175,32 +187,48 @@ class WarcWriter:
             self._f = open(self.tmp, "wb")  # noqa: SIM115 - lives until close()
             self._w = WARCWriter(self._f, gzip=True, warc_version="1.1")
             info = self._w.create_warcinfo_record(
-                self.final.name, {"software": "newsflow", "format": "WARC File Format 1.1",
-                                  "run-id": self.run_id})
+                self.final.name,
+                {"software": "newsflow", "format": "WARC File Format 1.1", "run-id": self.run_id},
+            )
             self._w.write_record(info)
         return self._w
 
-    def write_response(self, *, url: str, target_uri: str, status: int, reason: str,
-                       headers: Iterable[tuple[str, str]], body: bytes, fetched_at: datetime,
-                       source: str | None, outlet: str | None,
-                       http_version: str = "HTTP/1.1") -> WarcLocation:
+    def write_response(
+        self,
+        *,
+        url: str,
+        target_uri: str,
+        status: int,
+        reason: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+        fetched_at: datetime,
+        source: str | None,
+        outlet: str | None,
+        http_version: str = "HTTP/1.1",
+    ) -> WarcLocation:
         """Archive one response as received (still content-encoded) and say where it went."""
         w = self._open()
         assert self._f is not None
         # httpx has already removed chunked framing; keep the header list truthful about it
-        hdrs = [(k, v) for k, v in headers
-                if k.lower() not in ("transfer-encoding", "content-length")]
+        hdrs = [
+            (k, v) for k, v in headers if k.lower() not in ("transfer-encoding", "content-length")
+        ]
         hdrs.append(("Content-Length", str(len(body))))
-        http = StatusAndHeaders(f"{status} {reason or 'OK'}".strip(), hdrs,
-                                protocol=http_version)
+        http = StatusAndHeaders(f"{status} {reason or 'OK'}".strip(), hdrs, protocol=http_version)
         extra = {H_URL: url, H_RUN: self.run_id, H_FETCHED: fetched_at.isoformat()}
         if source is not None:
             extra[H_SOURCE] = source
         if outlet is not None:
             extra[H_OUTLET] = outlet
-        rec = w.create_warc_record(target_uri, "response", payload=io.BytesIO(body),
-                                   length=len(body), http_headers=http,
-                                   warc_headers_dict=extra)
+        rec = w.create_warc_record(
+            target_uri,
+            "response",
+            payload=io.BytesIO(body),
+            length=len(body),
+            http_headers=http,
+            warc_headers_dict=extra,
+        )
         offset = self._f.tell()
         w.write_record(rec)
         self._f.flush()
@@ -285,28 +313,49 @@ def iter_warc_records(stream: Any, max_bytes: int = 50_000_000) -> Iterator[Warc
         )
 
 
-def record_page(r: WarcRecord, *, source: str | None = None, outlet: str | None = None,
-                run_id: str | None = None) -> dict[str, Any] | None:
+def record_page(
+    r: WarcRecord,
+    *,
+    source: str | None = None,
+    outlet: str | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any] | None:
     """A PAGES row for a 200 HTML record, else None; explicit arguments override headers."""
     if r.status != 200 or r.body is None or not is_html(r.content_type, r.body[:1024]):
         return None
-    return page_row(url=r.url, final_url=r.final_url, source=source or r.source,
-                    outlet=outlet if outlet is not None else r.outlet, status=r.status,
-                    content_type=r.content_type, fetched_at=r.fetched_at, body=r.body,
-                    run_id=run_id or r.run_id)
+    return page_row(
+        url=r.url,
+        final_url=r.final_url,
+        source=source or r.source,
+        outlet=outlet if outlet is not None else r.outlet,
+        status=r.status,
+        content_type=r.content_type,
+        fetched_at=r.fetched_at,
+        body=r.body,
+        run_id=run_id or r.run_id,
+    )
 
 
-def _replay(r: WarcRecord, source: str | None, outlet: str | None,
-            run_id: str | None) -> dict[str, Any] | None:
+def _replay(
+    r: WarcRecord, source: str | None, outlet: str | None, run_id: str | None
+) -> dict[str, Any] | None:
     """Archived newsflow headers win; the arguments only fill in what a foreign WARC lacks."""
-    return record_page(r, source=r.source or source,
-                       outlet=r.outlet if r.outlet is not None else outlet, run_id=run_id)
+    return record_page(
+        r,
+        source=r.source or source,
+        outlet=r.outlet if r.outlet is not None else outlet,
+        run_id=run_id,
+    )
 
 
-def read_pages_from_archive(items: pa.Table | Iterable[dict[str, Any]] | Iterable[str | Path],
-                            *, run_id: str | None = None, source: str | None = None,
-                            outlet: str | None = None, max_bytes: int = 50_000_000,
-                            ) -> pa.Table:
+def read_pages_from_archive(
+    items: pa.Table | Iterable[dict[str, Any]] | Iterable[str | Path],
+    *,
+    run_id: str | None = None,
+    source: str | None = None,
+    outlet: str | None = None,
+    max_bytes: int = 50_000_000,
+) -> pa.Table:
     """Rebuild ``PAGES`` from archived responses with no network access.
 
     ``items`` is either the ``warc_index`` table / its rows (``warc_file`` plus ``offset`` and

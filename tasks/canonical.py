@@ -17,8 +17,8 @@ def drop_duplicate_ids(articles: pa.Table, run_id: str) -> tuple[pa.Table, pa.Ta
     if articles.num_rows == 0:
         return articles, REJECTS.empty_table()
     order = pc.sort_indices(
-        articles, sort_keys=[("article_id", "ascending"), ("fetched_at", "ascending"),
-                             ("url", "ascending")]
+        articles,
+        sort_keys=[("article_id", "ascending"), ("fetched_at", "ascending"), ("url", "ascending")],
     )
     ids = articles.column("article_id").take(order).to_pylist()
     urls = articles.column("url").take(order).to_pylist()
@@ -30,9 +30,14 @@ def drop_duplicate_ids(articles: pa.Table, run_id: str) -> tuple[pa.Table, pa.Ta
             kept_url[aid] = url
             prev = aid
         else:
-            rejects.append({
-                "item_id": aid, "url": url, "stage": "dedup", "reason": "duplicate_canonical_url",
-                "detail": f"same canonical URL as {kept_url[aid]}",
-            })
+            rejects.append(
+                {
+                    "item_id": aid,
+                    "url": url,
+                    "stage": "dedup",
+                    "reason": "duplicate_canonical_url",
+                    "detail": f"same canonical URL as {kept_url[aid]}",
+                }
+            )
     kept = articles.take(pa.array(sorted(keep), pa.int64()))
     return kept, rejects_table(rejects, run_id)

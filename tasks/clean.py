@@ -152,7 +152,7 @@ def split_glued_credits(lines: list[str]) -> list[str]:
     for line in lines:
         start = max(0, len(line) - CREDIT_MAX_CHARS)
         for m in glued.finditer(line, start):
-            tail = line[m.end():]
+            tail = line[m.end() :]
             if m.start() > 0 and any(p.fullmatch(tail.rstrip()) for p in rules["credit"]):
                 out.extend([line[: m.start()], tail])
                 break
@@ -177,7 +177,7 @@ def strip_dateline(
             if m:
                 name = norm_space(m.group("outlet"))
                 out = list(lines)
-                if not line[m.end():].strip():
+                if not line[m.end() :].strip():
                     out[i] = ""
                 own = bool(own_keys and _is_site_segment(name, own_keys))
                 return out, None if own else name
@@ -352,8 +352,9 @@ def vote_title(
     authors: list[str] | None = None,
 ) -> str:
     """Weighted vote; a decorated variant ("Kicker: X | Site") also supports its core X."""
-    cands = [strip_site_name(html.unescape(c), site, outlet, host, authors) if c else ""
-             for c in raw]
+    cands = [
+        strip_site_name(html.unescape(c), site, outlet, host, authors) if c else "" for c in raw
+    ]
     folded = [_fold(c) for c in cands]
     weights = list(TITLE_WEIGHTS)
     if not (raw[0] or raw[1] or raw[3]):
@@ -404,8 +405,20 @@ _AUTHOR_TAIL = re.compile(
 )
 
 
-_NOT_NAMES = {"organization", "organisation", "person", "admin", "administrator", "unknown",
-              "anonymous", "author", "editor", "guest", "none", "null"}
+_NOT_NAMES = {
+    "organization",
+    "organisation",
+    "person",
+    "admin",
+    "administrator",
+    "unknown",
+    "anonymous",
+    "author",
+    "editor",
+    "guest",
+    "none",
+    "null",
+}
 
 
 def _author_names(values: Iterable[str] | str | None) -> list[str]:
@@ -535,8 +548,9 @@ def clean_record(record: dict) -> tuple[dict | None, str | None]:
     if title:
         title = strip_site_name(normalize_text(title), site, rec.get("outlet"), host) or None
     rec["title"] = title
-    body, credit = clean_body(_strip_inline_junk(rec.get("body") or ""), title,
-                              _site_keys(site, rec.get("outlet"), host))
+    body, credit = clean_body(
+        _strip_inline_junk(rec.get("body") or ""), title, _site_keys(site, rec.get("outlet"), host)
+    )
     if len(body) < MIN_BODY_CHARS:
         return None, "empty_after_clean"
     rec["body"] = body
@@ -566,8 +580,15 @@ def clean_batch(articles: pa.Table, run_id: str) -> tuple[pa.Table, pa.Table]:
         except Exception as exc:  # one bad record must not sink the batch: count it
             rec, reason, detail = None, "clean_error", f"{type(exc).__name__}: {exc}"
         if rec is None:
-            rejected.append({"item_id": row.get("article_id"), "url": row.get("url"),
-                             "stage": STAGE, "reason": reason, "detail": detail})
+            rejected.append(
+                {
+                    "item_id": row.get("article_id"),
+                    "url": row.get("url"),
+                    "stage": STAGE,
+                    "reason": reason,
+                    "detail": detail,
+                }
+            )
             continue
         rec["article_id"] = stable_id(rec.get("canonical_url") or rec.get("url"))
         rec["run_id"] = run_id

@@ -325,8 +325,10 @@ class MemoryHistory:
             for cid in holders:
                 if cid != aid:
                     shared[(aid, cid)] += 1
-        pairs = sorted(shared.items(), key=lambda p: (
-            p[0][0], -p[1], _order_key(self.docs[p[0][1]]["published"], p[0][1])))
+        pairs = sorted(
+            shared.items(),
+            key=lambda p: (p[0][0], -p[1], _order_key(self.docs[p[0][1]]["published"], p[0][1])),
+        )
         if limit is not None:
             kept: Counter = Counter()
             top = []

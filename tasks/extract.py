@@ -111,8 +111,14 @@ def extract_html(
     # trafilatura copies an lxml input before pruning it, so `tree` stays intact for us.
     # Metadata comes from our own reading of the tree; trafilatura's metadata pass (htmldate
     # above all) costs as much as the body extraction and only runs below as a fallback.
-    doc = bare_extraction(tree, url=url, with_metadata=False, include_comments=True,
-                          include_tables=True, output_format="python")
+    doc = bare_extraction(
+        tree,
+        url=url,
+        with_metadata=False,
+        include_comments=True,
+        include_tables=True,
+        output_format="python",
+    )
     text = (getattr(doc, "text", None) or "") if doc is not None else ""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     published = md.published_date(pm)
@@ -125,8 +131,7 @@ def extract_html(
     authors = choose_authors([jl_people, md.meta_authors(pm)], jl_orgs, site)
     if not authors:  # no declared byline: trafilatura's visible-byline heuristics
         authors = [a for a in (extract_author(tree) or "").split(";") if a.strip()]
-    title = (choose_title(pm, None, site, outlet, _host(url), authors)
-             or (extract_title(tree) or ""))
+    title = choose_title(pm, None, site, outlet, _host(url), authors) or (extract_title(tree) or "")
     if not published:
         published = md.iso_date(find_date(tree, url=url, **set_date_params(True)))
     published_at = md.published_time(pm, published, tree)  # UTC; only a declared time+offset
@@ -157,8 +162,9 @@ def extract_html(
         or None,
         "site_name": site or None,
         "body": body,
-        "syndication_hints": (json.dumps(hints, ensure_ascii=False, sort_keys=True)
-                              if hints else None),
+        "syndication_hints": (
+            json.dumps(hints, ensure_ascii=False, sort_keys=True) if hints else None
+        ),
     }
     return record, None, None
 
@@ -198,9 +204,10 @@ def _headline_cards(tree: HtmlElement) -> tuple[dict[str, set[str]], dict[str, s
             text = fold_text(node.text_content())
             if len(text) <= len(link) + 20:
                 continue
-            if len(text) <= CARD_MAX_CHARS and sum(
-                len(x.text_content().split()) >= k for x in node.iter("a")
-            ) == 1:
+            if (
+                len(text) <= CARD_MAX_CHARS
+                and sum(len(x.text_content().split()) >= k for x in node.iter("a")) == 1
+            ):
                 cards[text] = link
             break
     return heads, cards
@@ -234,8 +241,7 @@ def teaser_listing_reason(tree: HtmlElement, pm: md.PageMeta, lines: list[str]) 
         total += len(line)
         words = fold_text(_BULLET.sub("", line)).split()
         folded = " ".join(words)
-        head = next((h for h in heads.get(" ".join(words[:k]), ()) if folded.startswith(h)),
-                    None)
+        head = next((h for h in heads.get(" ".join(words[:k]), ()) if folded.startswith(h)), None)
         if head is not None:
             hit.add(head)
             teaser_chars += len(line)
@@ -243,8 +249,9 @@ def teaser_listing_reason(tree: HtmlElement, pm: md.PageMeta, lines: list[str]) 
             continue
         card_link = None
         if len(folded) >= TEASER_MIN_CHARS and folded in blob:
-            card_link = next((lk for c, lk in cards.items() if folded in c and lk not in folded),
-                             None)
+            card_link = next(
+                (lk for c, lk in cards.items() if folded in c and lk not in folded), None
+            )
         if card_link is not None:
             hit.add(card_link)
             teaser_chars += len(line)
@@ -253,8 +260,10 @@ def teaser_listing_reason(tree: HtmlElement, pm: md.PageMeta, lines: list[str]) 
         after_head = False
     share = teaser_chars / total if total else 0.0
     if len(hit) >= LISTING_MIN_TEASERS and share >= LISTING_TEASER_SHARE:
-        return (f"teaser listing: {len(hit)} headline links, {share:.0%} of the text in "
-                "headlines/teasers, no article declaration or date")
+        return (
+            f"teaser listing: {len(hit)} headline links, {share:.0%} of the text in "
+            "headlines/teasers, no article declaration or date"
+        )
     return None
 
 
@@ -313,8 +322,14 @@ def rescue_split_body(tree: HtmlElement, lines: list[str]) -> list[str]:
         # output, so a paragraph counts as extracted when its head or its tail is found
         folded = fold_text(txt)
         head, tail = folded[:60], folded[-60:]
-        idx = next((i for i, fl in enumerate(folded_lines)
-                    if (head and head in fl) or (tail and tail in fl)), None)
+        idx = next(
+            (
+                i
+                for i, fl in enumerate(folded_lines)
+                if (head and head in fl) or (tail and tail in fl)
+            ),
+            None,
+        )
         candidates.append((txt, parent, (parent.tag, parent.get("class", "")), idx))
     matched_parents: dict[tuple[str, str], set[int]] = {}
     for _, parent, sig, idx in candidates:
@@ -335,8 +350,11 @@ def rescue_split_body(tree: HtmlElement, lines: list[str]) -> list[str]:
     for txt, parent, sig, idx in candidates:
         if idx is not None:
             last = idx
-        elif (sig in sigs and id(parent) not in matched_parents[sig]
-              and txt.rstrip("\"'”’)»").endswith((".", "!", "?", "。", "！", "？"))):
+        elif (
+            sig in sigs
+            and id(parent) not in matched_parents[sig]
+            and txt.rstrip("\"'”’)»").endswith((".", "!", "?", "。", "！", "？"))
+        ):
             inserts.setdefault(last, []).append(txt)
     if not inserts:
         return lines
@@ -366,21 +384,40 @@ def _extract_rows(
         url = page.get("final_url") or page.get("url")
         try:
             with time_limit(time_limit_s):
-                record, reason, detail = extract_html(page.get("html") or "", url,
-                                                      page.get("outlet"))
+                record, reason, detail = extract_html(
+                    page.get("html") or "", url, page.get("outlet")
+                )
         except PageTimeout as exc:
             record, reason, detail = None, "timeout", str(exc)
         except Exception as exc:  # a broken page must not stop the batch; it becomes a reject
             record, reason, detail = None, "parse_error", f"{type(exc).__name__}: {exc}"
         if record is None:
-            rejected.append({"item_id": page.get("page_id"), "url": url, "stage": STAGE,
-                             "reason": reason, "detail": detail})
+            rejected.append(
+                {
+                    "item_id": page.get("page_id"),
+                    "url": url,
+                    "stage": STAGE,
+                    "reason": reason,
+                    "detail": detail,
+                }
+            )
             continue
         outlet = page.get("outlet") or record.get("site_name") or _host(url) or None
         kept.append(
             {
-                **{k: record[k] for k in ("url", "canonical_url", "title", "authors", "language",
-                                          "description", "body", "syndication_hints")},
+                **{
+                    k: record[k]
+                    for k in (
+                        "url",
+                        "canonical_url",
+                        "title",
+                        "authors",
+                        "language",
+                        "description",
+                        "body",
+                        "syndication_hints",
+                    )
+                },
                 "article_id": stable_id(record["canonical_url"] or url),
                 "page_id": page.get("page_id"),
                 "source": page.get("source"),
@@ -402,8 +439,11 @@ def extract_batch(
     The per-page timer needs the main thread; from a worker thread (e.g. Prefect's thread
     pool) the batch runs in one spawned child process instead, so the limit still holds.
     """
-    cols = [c for c in ("page_id", "url", "final_url", "source", "outlet", "html", "fetched_at")
-            if c in pages.column_names]
+    cols = [
+        c
+        for c in ("page_id", "url", "final_url", "source", "outlet", "html", "fetched_at")
+        if c in pages.column_names
+    ]
     rows = pages.select(cols).to_pylist()
     started = time.monotonic()
     if threading.current_thread() is threading.main_thread() or not time_limit_s:
@@ -417,8 +457,13 @@ def extract_batch(
             kept, rejected = _extract_rows(rows, None)
     for r in kept:
         r["run_id"] = run_id
-    LOG.info("extract: %d pages -> %d articles, %d rejects in %.1fs", len(rows), len(kept),
-             len(rejected), time.monotonic() - started)
+    LOG.info(
+        "extract: %d pages -> %d articles, %d rejects in %.1fs",
+        len(rows),
+        len(kept),
+        len(rejected),
+        time.monotonic() - started,
+    )
     articles = conform(pa.Table.from_pylist(kept, schema=_partial_schema()), ARTICLES_CORE)
     return articles, rejects_table(rejected, run_id)
 

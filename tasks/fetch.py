@@ -130,7 +130,9 @@ WARC_INDEX = pa.schema(
 
 TABLE_SPECS: list[TableSpec] = [
     TableSpec(
-        "fetches", FETCHES, ("fetch_id",),
+        "fetches",
+        FETCHES,
+        ("fetch_id",),
         "Fetch log: one row per URL attempted, skipped or dropped at discovery, per run.",
         {
             "fetch_id": "stable_id(run_id, stage, url)",
@@ -158,7 +160,9 @@ TABLE_SPECS: list[TableSpec] = [
         mode="log",
     ),
     TableSpec(
-        "fetch_state", FETCH_STATE, ("canonical_url",),
+        "fetch_state",
+        FETCH_STATE,
+        ("canonical_url",),
         "Latest fetch state per URL; drives conditional GETs and revisit scheduling.",
         {
             "canonical_url": "courlan-normalised URL",
@@ -176,7 +180,9 @@ TABLE_SPECS: list[TableSpec] = [
         mode="upsert",
     ),
     TableSpec(
-        "warc_index", WARC_INDEX, ("warc_file", "offset"),
+        "warc_index",
+        WARC_INDEX,
+        ("warc_file", "offset"),
         "Where each archived HTTP response lives, for reprocessing without the network.",
         {
             "url": "URL as discovered",
@@ -258,16 +264,36 @@ class FetchResult:
     warc_index: pa.Table = field(default_factory=WARC_INDEX.empty_table)
 
 
-def fetch_row(url: str, source: str | None, run_id: str, *, reason: str,
-              detail: str | None = None, status: int | None = None, stage: str = "fetch",
-              **kw: Any) -> dict[str, Any]:
+def fetch_row(
+    url: str,
+    source: str | None,
+    run_id: str,
+    *,
+    reason: str,
+    detail: str | None = None,
+    status: int | None = None,
+    stage: str = "fetch",
+    **kw: Any,
+) -> dict[str, Any]:
     """A FETCHES row; discovery uses it too so the log has one shape."""
     canon = canonical_url(url) if url else None
     row: dict[str, Any] = {f.name: None for f in FETCHES}
-    row.update(fetch_id=stable_id(run_id, stage, url), url=url, canonical_url=canon,
-               source=source, stage=stage, reason=reason, detail=detail, status=status,
-               fetched_at=utcnow(), run_id=run_id, attempts=0, redirects=0,
-               conditional=False, from_cache=False)
+    row.update(
+        fetch_id=stable_id(run_id, stage, url),
+        url=url,
+        canonical_url=canon,
+        source=source,
+        stage=stage,
+        reason=reason,
+        detail=detail,
+        status=status,
+        fetched_at=utcnow(),
+        run_id=run_id,
+        attempts=0,
+        redirects=0,
+        conditional=False,
+        from_cache=False,
+    )
     row.update({k: v for k, v in kw.items() if k in row})
     return row
 
@@ -276,8 +302,14 @@ def fetch_row(url: str, source: str | None, run_id: str, *, reason: str,
 class FetchError(Exception):
     """A URL failed for a known reason; becomes a FETCHES row, never a crash."""
 
-    def __init__(self, reason: str, detail: str = "", status: int | None = None,
-                 retry_after: float | None = None, content_type: str | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        detail: str = "",
+        status: int | None = None,
+        retry_after: float | None = None,
+        content_type: str | None = None,
+    ) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
@@ -392,9 +424,14 @@ class _GuardedBackend(httpcore.SyncBackend):
     def __init__(self, private_ok: Callable[[str], bool]) -> None:
         self.private_ok = private_ok
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                    local_address: str | None = None,
-                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
         if self.private_ok(host):
             return super().connect_tcp(host, port, timeout, local_address, socket_options)
         try:
@@ -434,8 +471,9 @@ def _tls_context() -> ssl.SSLContext:
 class HttpFetcher:
     """The project's one HTTP client: SSRF, robots, host gate, retries, caps, decoding."""
 
-    def __init__(self, settings: FetchSettings, run_id: str = "",
-                 client: httpx.Client | None = None) -> None:
+    def __init__(
+        self, settings: FetchSettings, run_id: str = "", client: httpx.Client | None = None
+    ) -> None:
         self.s = settings
         self.run_id = run_id
         self._own = client is None
@@ -443,20 +481,25 @@ class HttpFetcher:
         if client is None:
             transport = httpx.HTTPTransport(
                 verify=_tls_context(),
-                limits=httpx.Limits(max_connections=20, max_keepalive_connections=10))
+                limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+            )
             pool = getattr(transport, "_pool", None)
             if pool is not None and hasattr(pool, "_network_backend"):
                 pool._network_backend = _GuardedBackend(self._private_ok)
-            client = httpx.Client(transport=transport, follow_redirects=False,
-                                  trust_env=False)
+            client = httpx.Client(transport=transport, follow_redirects=False, trust_env=False)
         self.client = client
         hd = settings.host_dir()
         self.gate = HostGate(hd, settings.per_host_concurrency)
         # listings and robots.txt kept between runs (tasks.http_cache), when configured
         self.cache = DocCache(Path(settings.cache_dir) / "http") if settings.cache_dir else None
         # robots.txt is shared through files only within a named run (see tasks.robots)
-        self.robots = RobotsCache(hd if run_id else None, run_id, self._fetch_robots,
-                                  persist=self.cache, max_age_s=settings.robots_max_age_s)
+        self.robots = RobotsCache(
+            hd if run_id else None,
+            run_id,
+            self._fetch_robots,
+            persist=self.cache,
+            max_age_s=settings.robots_max_age_s,
+        )
         self._dns: dict[str, str | None] = {}
         self._robots_private = False
         self.requests = 0  # every HTTP request sent, robots.txt included
@@ -476,8 +519,10 @@ class HttpFetcher:
         host = (p.hostname or "").lower()
         if not host:
             return "bad_url"
-        if allow_private or host in self.s.allow_private_hosts or (
-            host_key(url) in self.s.allow_private_hosts
+        if (
+            allow_private
+            or host in self.s.allow_private_hosts
+            or (host_key(url) in self.s.allow_private_hosts)
         ):
             return None
         if host in self._dns:
@@ -498,8 +543,14 @@ class HttpFetcher:
         return f"{p.scheme}://{p.netloc}"
 
     def _fetch_robots(self, url: str) -> tuple[int | None, bytes | None, str | None]:
-        res = self.get(url, accept_any_type=True, check_robots=False, retries=1,
-                       max_bytes=500_000, allow_private=self._robots_private)
+        res = self.get(
+            url,
+            accept_any_type=True,
+            check_robots=False,
+            retries=1,
+            max_bytes=500_000,
+            allow_private=self._robots_private,
+        )
         if res.reason == "http_error" and res.status is not None:
             return res.status, b"" if res.status < 500 else None, res.detail
         if res.reason:
@@ -514,16 +565,18 @@ class HttpFetcher:
         self._robots_private = allow_private  # the robots.txt GET gets the URL's SSRF policy
         return self.robots.rules(self._origin(url))
 
-    def robots_allowed(self, url: str, user_agent: str | None = None,
-                       allow_private: bool = False) -> tuple[bool, str | None]:
+    def robots_allowed(
+        self, url: str, user_agent: str | None = None, allow_private: bool = False
+    ) -> tuple[bool, str | None]:
         """(allowed, reason): 'robots_disallowed' or 'robots_unavailable' when not."""
         rules = self.robot_rules(url, allow_private)
         if rules.allowed(url, user_agent or self.s.user_agent):
             return True, None
         return False, "robots_unavailable" if rules.deny_all else "robots_disallowed"
 
-    def host_delay(self, url: str, delay_s: float | None, user_agent: str | None,
-                   allow_private: bool) -> float:
+    def host_delay(
+        self, url: str, delay_s: float | None, user_agent: str | None, allow_private: bool
+    ) -> float:
         delay = max(self.s.per_host_delay_s, delay_s or 0.0)
         if self.s.respect_robots and not url.endswith("/robots.txt"):
             cd = self.robot_rules(url, allow_private).crawl_delay(user_agent or self.s.user_agent)
@@ -532,10 +585,21 @@ class HttpFetcher:
         return delay
 
     # -- one request --
-    def _once(self, url: str, headers: dict[str, str], delay: float,
-              accept_any_type: bool, max_bytes: int, res: Response) -> Hop:
-        timeout = httpx.Timeout(connect=self.s.connect_timeout, read=self.s.read_timeout,
-                                write=self.s.read_timeout, pool=self.s.connect_timeout)
+    def _once(
+        self,
+        url: str,
+        headers: dict[str, str],
+        delay: float,
+        accept_any_type: bool,
+        max_bytes: int,
+        res: Response,
+    ) -> Hop:
+        timeout = httpx.Timeout(
+            connect=self.s.connect_timeout,
+            read=self.s.read_timeout,
+            write=self.s.read_timeout,
+            pool=self.s.connect_timeout,
+        )
         with self.gate.request(host_key(url), delay) as started:
             # the total budget starts once the gate lets us go: politeness waits are ours,
             # not the server's slowness
@@ -545,8 +609,7 @@ class HttpFetcher:
             fetched_at = datetime.fromtimestamp(started, UTC)
             try:
                 with self.client.stream("GET", url, headers=headers, timeout=timeout) as r:
-                    return self._read(url, r, deadline, accept_any_type, max_bytes, res,
-                                      fetched_at)
+                    return self._read(url, r, deadline, accept_any_type, max_bytes, res, fetched_at)
             except SsrfBlocked as e:
                 raise FetchError("ssrf_blocked", str(e)) from e
             except httpx.TimeoutException as e:
@@ -556,21 +619,31 @@ class HttpFetcher:
             except (httpx.TransportError, OSError) as e:
                 raise FetchError("connection_error", f"{type(e).__name__}: {e}") from e
 
-    def _read(self, url: str, r: httpx.Response, deadline: float, accept_any_type: bool,
-              max_bytes: int, res: Response, fetched_at: datetime) -> Hop:
+    def _read(
+        self,
+        url: str,
+        r: httpx.Response,
+        deadline: float,
+        accept_any_type: bool,
+        max_bytes: int,
+        res: Response,
+        fetched_at: datetime,
+    ) -> Hop:
         status = r.status_code
         ctype = r.headers.get("content-type")
         res.status, res.content_type = status, ctype
         res.headers = {k.lower(): v for k, v in r.headers.items()}
         cl = r.headers.get("content-length")
         if 200 <= status < 300 and not accept_any_type and ctype and not is_html(ctype):
-            raise FetchError("content_type", f"not HTML: {mime_type(ctype)}", status,
-                             content_type=ctype)
+            raise FetchError(
+                "content_type", f"not HTML: {mime_type(ctype)}", status, content_type=ctype
+            )
         is_redirect = 300 <= status < 400 and "location" in r.headers
         cap = 65_536 if (is_redirect or status >= 400) else max_bytes
         if cl and cl.isdigit() and int(cl) > max_bytes and 200 <= status < 300:
-            raise FetchError("too_large", f"Content-Length {cl} > {max_bytes}", status,
-                             content_type=ctype)
+            raise FetchError(
+                "too_large", f"Content-Length {cl} > {max_bytes}", status, content_type=ctype
+            )
         dec = _Decoder(r.headers.get("content-encoding", ""), cap)
         raw = bytearray()
         for chunk in r.iter_raw():
@@ -579,8 +652,12 @@ class HttpFetcher:
             if len(raw) > cap:
                 if cap < max_bytes:
                     break  # error/redirect bodies: keep the first 64 KB, they are not pages
-                raise FetchError("too_large", f"body over {max_bytes} bytes (stopped reading)",
-                                 status, content_type=ctype)
+                raise FetchError(
+                    "too_large",
+                    f"body over {max_bytes} bytes (stopped reading)",
+                    status,
+                    content_type=ctype,
+                )
             try:
                 dec.feed(chunk)
             except FetchError as e:
@@ -589,33 +666,69 @@ class HttpFetcher:
                 e.status, e.content_type = status, ctype
                 raise
             except zlib.error as e:
-                raise FetchError("decode_error", f"bad {r.headers.get('content-encoding')}"
-                                 f" body: {e}", status, content_type=ctype) from e
+                raise FetchError(
+                    "decode_error",
+                    f"bad {r.headers.get('content-encoding')} body: {e}",
+                    status,
+                    content_type=ctype,
+                ) from e
             if time.monotonic() > deadline:
-                raise FetchError("timeout", f"total timeout {self.s.total_timeout}s while"
-                                 " reading body", status, content_type=ctype)
-            if (200 <= status < 300 and not accept_any_type and not ctype
-                    and len(dec.out) >= 1024 and not is_html(ctype, bytes(dec.out[:1024]))):
+                raise FetchError(
+                    "timeout",
+                    f"total timeout {self.s.total_timeout}s while reading body",
+                    status,
+                    content_type=ctype,
+                )
+            if (
+                200 <= status < 300
+                and not accept_any_type
+                and not ctype
+                and len(dec.out) >= 1024
+                and not is_html(ctype, bytes(dec.out[:1024]))
+            ):
                 raise FetchError("content_type", "no Content-Type and not HTML", status)
-        if 200 <= status < 300 and not accept_any_type and not ctype and not is_html(
-                ctype, bytes(dec.out[:1024])):
+        if (
+            200 <= status < 300
+            and not accept_any_type
+            and not ctype
+            and not is_html(ctype, bytes(dec.out[:1024]))
+        ):
             raise FetchError("content_type", "no Content-Type and not HTML", status)
         res.body = bytes(dec.out)
-        return Hop(url, status, r.reason_phrase, r.http_version or "HTTP/1.1",
-                   list(r.headers.multi_items()), bytes(raw), fetched_at)
+        return Hop(
+            url,
+            status,
+            r.reason_phrase,
+            r.http_version or "HTTP/1.1",
+            list(r.headers.multi_items()),
+            bytes(raw),
+            fetched_at,
+        )
 
     # -- full get with redirects and retries --
-    def get(self, url: str, *, allow_private: bool = False, user_agent: str | None = None,
-            delay_s: float | None = None, etag: str | None = None,
-            last_modified: str | None = None, accept_any_type: bool = False,
-            check_robots: bool = True, retries: int | None = None,
-            max_bytes: int | None = None) -> Response:
+    def get(
+        self,
+        url: str,
+        *,
+        allow_private: bool = False,
+        user_agent: str | None = None,
+        delay_s: float | None = None,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        accept_any_type: bool = False,
+        check_robots: bool = True,
+        retries: int | None = None,
+        max_bytes: int | None = None,
+    ) -> Response:
         """GET ``url`` politely; failures come back as ``Response.reason``, never raised."""
         t0 = time.monotonic()
         res = Response(url=url, final_url=url)
         ua = user_agent or self.s.user_agent
-        headers = {"User-Agent": ua, "Accept-Encoding": "gzip, deflate",
-                   "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5"}
+        headers = {
+            "User-Agent": ua,
+            "Accept-Encoding": "gzip, deflate",
+            "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5",
+        }
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
@@ -628,24 +741,41 @@ class HttpFetcher:
         try:
             while True:
                 try:
-                    self._chain(url, headers, accept_any_type, cap, res,
-                                allow_private, ua, delay_s, check_robots)
+                    self._chain(
+                        url,
+                        headers,
+                        accept_any_type,
+                        cap,
+                        res,
+                        allow_private,
+                        ua,
+                        delay_s,
+                        check_robots,
+                    )
                     if res.status is not None and (res.status == 429 or res.status >= 500):
-                        ra = _retry_after(res.headers.get("retry-after"),
-                                          self.s.max_retry_after)
-                        raise FetchError("http_error", f"HTTP {res.status}", res.status,
-                                         retry_after=ra, content_type=res.content_type)
+                        ra = _retry_after(res.headers.get("retry-after"), self.s.max_retry_after)
+                        raise FetchError(
+                            "http_error",
+                            f"HTTP {res.status}",
+                            res.status,
+                            retry_after=ra,
+                            content_type=res.content_type,
+                        )
                     break
                 except FetchError as e:
                     retryable = e.reason == "connection_error" or (
-                        e.reason == "http_error" and e.status is not None
-                        and (e.status == 429 or e.status >= 500))
+                        e.reason == "http_error"
+                        and e.status is not None
+                        and (e.status == 429 or e.status >= 500)
+                    )
                     if not retryable or attempt >= n_retries:
                         raise
                     wait = e.retry_after
                     if wait is None:
-                        wait = min(self.s.backoff * (2**attempt) * (1 + 0.5 * random.random()),
-                                   self.s.max_retry_after)
+                        wait = min(
+                            self.s.backoff * (2**attempt) * (1 + 0.5 * random.random()),
+                            self.s.max_retry_after,
+                        )
                     if e.retry_after is not None:
                         self.gate.defer(host_key(res.final_url), wait)  # all workers back off
                     time.sleep(wait)
@@ -668,9 +798,18 @@ class HttpFetcher:
         res.elapsed = time.monotonic() - t0
         return res
 
-    def _chain(self, url: str, headers: dict[str, str], accept_any_type: bool,
-               cap: int, res: Response, allow_private: bool, ua: str, delay_s: float | None,
-               check_robots: bool) -> None:
+    def _chain(
+        self,
+        url: str,
+        headers: dict[str, str],
+        accept_any_type: bool,
+        cap: int,
+        res: Response,
+        allow_private: bool,
+        ua: str,
+        delay_s: float | None,
+        check_robots: bool,
+    ) -> None:
         seen = {canonical_url(url)}
         current = url
         res.redirects = 0
@@ -679,8 +818,12 @@ class HttpFetcher:
                 raise FetchError("bad_url", f"scheme not allowed: {current}")
             why = self.ssrf_reason(current, allow_private)
             if why:
-                raise FetchError(why, f"{urlsplit(current).hostname} is not a public address"
-                                 if why == "ssrf_blocked" else "cannot resolve host")
+                raise FetchError(
+                    why,
+                    f"{urlsplit(current).hostname} is not a public address"
+                    if why == "ssrf_blocked"
+                    else "cannot resolve host",
+                )
             if check_robots:
                 ok, why = self.robots_allowed(current, ua, allow_private)
                 if not ok:
@@ -697,8 +840,9 @@ class HttpFetcher:
             if key in seen:
                 raise FetchError("redirect_loop", f"{current} -> {nxt}", hop.status)
             if res.redirects >= self.s.max_redirects:
-                raise FetchError("too_many_redirects", f"more than {self.s.max_redirects}",
-                                 hop.status)
+                raise FetchError(
+                    "too_many_redirects", f"more than {self.s.max_redirects}", hop.status
+                )
             seen.add(key)
             res.redirects += 1
             current = nxt
@@ -720,8 +864,17 @@ def _ts(v: Any) -> datetime | None:
     return None
 
 
-def _state_row(canon: str, url: str, source: str, prev: dict[str, Any], now: datetime,
-               reason: str, status: int | None, s: FetchSettings, **new: Any) -> dict[str, Any]:
+def _state_row(
+    canon: str,
+    url: str,
+    source: str,
+    prev: dict[str, Any],
+    now: datetime,
+    reason: str,
+    status: int | None,
+    s: FetchSettings,
+    **new: Any,
+) -> dict[str, Any]:
     """Next fetch_state for a URL: keep validators, schedule the next visit by outcome."""
     revisit = float(prev.get("revisit_s") or s.revisit_after_s)
     if reason in ("unchanged", "not_modified"):
@@ -730,16 +883,23 @@ def _state_row(canon: str, url: str, source: str, prev: dict[str, Any], now: dat
     elif reason == "ok":
         revisit = s.revisit_after_s
         wait = revisit
-    elif reason in TRANSIENT or (reason == "http_error" and (
-            status is None or status == 429 or status >= 500)):
+    elif reason in TRANSIENT or (
+        reason == "http_error" and (status is None or status == 429 or status >= 500)
+    ):
         wait = 0.0
     else:
         wait = s.max_revisit_s
     row = {
-        "canonical_url": canon, "url": url, "source": source,
-        "etag": prev.get("etag"), "last_modified": prev.get("last_modified"),
-        "content_hash": prev.get("content_hash"), "last_status": status,
-        "last_reason": reason, "last_fetched": now, "revisit_s": revisit,
+        "canonical_url": canon,
+        "url": url,
+        "source": source,
+        "etag": prev.get("etag"),
+        "last_modified": prev.get("last_modified"),
+        "content_hash": prev.get("content_hash"),
+        "last_status": status,
+        "last_reason": reason,
+        "last_fetched": now,
+        "revisit_s": revisit,
         "next_due": now + timedelta(seconds=wait),
     }
     row.update({k: v for k, v in new.items() if v is not None})
@@ -760,21 +920,33 @@ class _Out:
         self.articles: list[dict[str, Any]] | None = None
 
     def log(self, url: str, reason: str, detail: str | None = None, **kw: Any) -> None:
-        self.fetches.append(fetch_row(url, self.shard.source, self.run_id, reason=reason,
-                                      detail=detail, **kw))
+        self.fetches.append(
+            fetch_row(url, self.shard.source, self.run_id, reason=reason, detail=detail, **kw)
+        )
         if reason not in NORMAL:
-            self.rejects.append({"item_id": stable_id(url), "url": url, "stage": "fetch",
-                                 "reason": reason, "detail": detail})
+            self.rejects.append(
+                {
+                    "item_id": stable_id(url),
+                    "url": url,
+                    "stage": "fetch",
+                    "reason": reason,
+                    "detail": detail,
+                }
+            )
 
     def result(self) -> FetchResult:
         return FetchResult(
             pages=pa.Table.from_pylist(self.pages, schema=PAGES),
             fetches=pa.Table.from_pylist(self.fetches, schema=FETCHES),
             state=pa.Table.from_pylist(self.state, schema=FETCH_STATE),
-            rejects=rejects_table(self.rejects, self.run_id) if self.rejects
+            rejects=rejects_table(self.rejects, self.run_id)
+            if self.rejects
             else REJECTS.empty_table(),
-            articles=(pa.Table.from_pylist(self.articles, schema=ARTICLES_CORE)
-                      if self.articles is not None else None),
+            articles=(
+                pa.Table.from_pylist(self.articles, schema=ARTICLES_CORE)
+                if self.articles is not None
+                else None
+            ),
             warc_index=pa.Table.from_pylist(self.index, schema=WARC_INDEX),
         )
 
@@ -783,8 +955,9 @@ def _lookup(state: dict[str, dict[str, Any]], canon: str, url: str) -> dict[str,
     return state.get(canon) or state.get(url) or {}
 
 
-def _unchanged_by_lastmod(shard: Shard, url: str, prev: dict[str, Any], now: datetime,
-                          s: FetchSettings) -> str | None:
+def _unchanged_by_lastmod(
+    shard: Shard, url: str, prev: dict[str, Any], now: datetime, s: FetchSettings
+) -> str | None:
     """Why no request is needed, or None: the sitemap dates the page's last change before our
     last verified copy. Polite crawlers trust <lastmod>; a conditional GET still costs the
     host a request and us the per-host delay. Pages are re-verified by a real request at least
@@ -800,9 +973,15 @@ def _unchanged_by_lastmod(shard: Shard, url: str, prev: dict[str, Any], now: dat
     return f"lastmod {mod.isoformat()} <= last fetched {last.isoformat()}"
 
 
-def _fetch_http(shard: Shard, settings: FetchSettings, state: dict[str, dict[str, Any]],
-                run_id: str, archive_dir: Path, out: _Out,
-                client: httpx.Client | None) -> None:
+def _fetch_http(
+    shard: Shard,
+    settings: FetchSettings,
+    state: dict[str, dict[str, Any]],
+    run_id: str,
+    archive_dir: Path,
+    out: _Out,
+    client: httpx.Client | None,
+) -> None:
     due: list[tuple[str, str, dict[str, Any]]] = []
     now = utcnow()
     for url in shard.items:
@@ -810,11 +989,15 @@ def _fetch_http(shard: Shard, settings: FetchSettings, state: dict[str, dict[str
         prev = _lookup(state, canon, url)
         next_due = _ts(prev.get("next_due"))
         if next_due is not None and next_due > now:
-            out.log(url, "not_due", f"next due {next_due.isoformat()}", from_cache=True,
-                    status=prev.get("last_status"))
+            out.log(
+                url,
+                "not_due",
+                f"next due {next_due.isoformat()}",
+                from_cache=True,
+                status=prev.get("last_status"),
+            )
         elif (why := _unchanged_by_lastmod(shard, url, prev, now, settings)) is not None:
-            out.log(url, "lastmod_unchanged", why, from_cache=True,
-                    status=prev.get("last_status"))
+            out.log(url, "lastmod_unchanged", why, from_cache=True, status=prev.get("last_status"))
         else:
             due.append((url, canon, prev))
     if not due:
@@ -824,9 +1007,14 @@ def _fetch_http(shard: Shard, settings: FetchSettings, state: dict[str, dict[str
     try:
         for url, canon, prev in due:
             try:
-                res = fetcher.get(url, allow_private=shard.allow_private,
-                                  user_agent=shard.user_agent, delay_s=shard.delay_s,
-                                  etag=prev.get("etag"), last_modified=prev.get("last_modified"))
+                res = fetcher.get(
+                    url,
+                    allow_private=shard.allow_private,
+                    user_agent=shard.user_agent,
+                    delay_s=shard.delay_s,
+                    etag=prev.get("etag"),
+                    last_modified=prev.get("last_modified"),
+                )
                 _record(url, canon, prev, res, shard, settings, run_id, writer, out)
             except Exception as e:  # noqa: BLE001 - belt and braces: one URL, one row
                 out.log(url, "error", f"{type(e).__name__}: {e}")
@@ -835,25 +1023,56 @@ def _fetch_http(shard: Shard, settings: FetchSettings, state: dict[str, dict[str
         fetcher.close()
 
 
-def _record(url: str, canon: str, prev: dict[str, Any], res: Response, shard: Shard,
-            settings: FetchSettings, run_id: str, writer: WarcWriter, out: _Out) -> None:
+def _record(
+    url: str,
+    canon: str,
+    prev: dict[str, Any],
+    res: Response,
+    shard: Shard,
+    settings: FetchSettings,
+    run_id: str,
+    writer: WarcWriter,
+    out: _Out,
+) -> None:
     now = utcnow()
     loc = None
     for hop in res.hops:  # archive every complete response, redirects and errors included
-        loc = writer.write_response(url=url, target_uri=hop.url, status=hop.status,
-                                    reason=hop.reason_phrase, headers=hop.headers, body=hop.raw,
-                                    fetched_at=hop.fetched_at, source=shard.source,
-                                    outlet=shard.outlet, http_version=hop.http_version)
-        out.index.append({"url": url, "final_url": hop.url, "status": hop.status,
-                          "content_type": dict((k.lower(), v) for k, v in hop.headers).get(
-                              "content-type"),
-                          "warc_file": loc.warc_file, "offset": loc.offset,
-                          "length": loc.length, "fetched_at": hop.fetched_at,
-                          "run_id": run_id, "source": shard.source})
-    common = {"final_url": res.final_url, "status": res.status,
-              "content_type": res.content_type, "bytes": res.bytes, "elapsed_s": res.elapsed,
-              "attempts": res.attempts, "redirects": res.redirects,
-              "conditional": res.conditional}
+        loc = writer.write_response(
+            url=url,
+            target_uri=hop.url,
+            status=hop.status,
+            reason=hop.reason_phrase,
+            headers=hop.headers,
+            body=hop.raw,
+            fetched_at=hop.fetched_at,
+            source=shard.source,
+            outlet=shard.outlet,
+            http_version=hop.http_version,
+        )
+        out.index.append(
+            {
+                "url": url,
+                "final_url": hop.url,
+                "status": hop.status,
+                "content_type": dict((k.lower(), v) for k, v in hop.headers).get("content-type"),
+                "warc_file": loc.warc_file,
+                "offset": loc.offset,
+                "length": loc.length,
+                "fetched_at": hop.fetched_at,
+                "run_id": run_id,
+                "source": shard.source,
+            }
+        )
+    common = {
+        "final_url": res.final_url,
+        "status": res.status,
+        "content_type": res.content_type,
+        "bytes": res.bytes,
+        "elapsed_s": res.elapsed,
+        "attempts": res.attempts,
+        "redirects": res.redirects,
+        "conditional": res.conditional,
+    }
     if loc is not None:
         common.update(warc_file=loc.warc_file, warc_offset=loc.offset, warc_length=loc.length)
     reason = res.reason
@@ -865,27 +1084,56 @@ def _record(url: str, canon: str, prev: dict[str, Any], res: Response, shard: Sh
         reason = "unchanged" if h == prev.get("content_hash") else "ok"
         if reason == "ok":
             fetched_at = res.hops[-1].fetched_at if res.hops else now
-            out.pages.append(page_row(url=url, final_url=res.final_url, source=shard.source,
-                                      outlet=shard.outlet, status=200,
-                                      content_type=res.content_type, fetched_at=fetched_at,
-                                      body=res.body, run_id=run_id))
-        out.state.append(_state_row(canon, url, shard.source, prev, now, reason, 200,
-                                    settings, etag=res.headers.get("etag"),
-                                    last_modified=res.headers.get("last-modified"),
-                                    content_hash=h))
+            out.pages.append(
+                page_row(
+                    url=url,
+                    final_url=res.final_url,
+                    source=shard.source,
+                    outlet=shard.outlet,
+                    status=200,
+                    content_type=res.content_type,
+                    fetched_at=fetched_at,
+                    body=res.body,
+                    run_id=run_id,
+                )
+            )
+        out.state.append(
+            _state_row(
+                canon,
+                url,
+                shard.source,
+                prev,
+                now,
+                reason,
+                200,
+                settings,
+                etag=res.headers.get("etag"),
+                last_modified=res.headers.get("last-modified"),
+                content_hash=h,
+            )
+        )
         out.log(url, reason, None, **common)
         return
     elif reason is None:
         reason = "http_error"
     detail = res.detail
-    out.state.append(_state_row(canon, url, shard.source, prev, now, reason, res.status,
-                                settings, etag=res.headers.get("etag") if res.status == 304
-                                else None))
+    out.state.append(
+        _state_row(
+            canon,
+            url,
+            shard.source,
+            prev,
+            now,
+            reason,
+            res.status,
+            settings,
+            etag=res.headers.get("etag") if res.status == 304 else None,
+        )
+    )
     out.log(url, reason, detail, **common)
 
 
-_CANONICAL = re.compile(
-    rb"""<link\b[^>]*\brel\s*=\s*["']?canonical["']?[^>]*>""", re.I)
+_CANONICAL = re.compile(rb"""<link\b[^>]*\brel\s*=\s*["']?canonical["']?[^>]*>""", re.I)
 _HREF = re.compile(rb"""\bhref\s*=\s*["']([^"']+)["']""", re.I)
 
 
@@ -900,8 +1148,9 @@ def _canonical_link(body: bytes) -> str | None:
     return href if href.startswith(("http://", "https://")) else None
 
 
-def _fetch_html_dir(shard: Shard, settings: FetchSettings, state: dict[str, dict[str, Any]],
-                    run_id: str, out: _Out) -> None:
+def _fetch_html_dir(
+    shard: Shard, settings: FetchSettings, state: dict[str, dict[str, Any]], run_id: str, out: _Out
+) -> None:
     for item in shard.items:
         path = Path(item)
         uri = path.resolve().as_uri()
@@ -921,17 +1170,31 @@ def _fetch_html_dir(shard: Shard, settings: FetchSettings, state: dict[str, dict
         h = content_hash(body)
         reason = "unchanged" if h == prev.get("content_hash") else "ok"
         if reason == "ok":
-            out.pages.append(page_row(url=url, final_url=uri, source=shard.source,
-                                      outlet=shard.outlet, status=200, content_type="text/html",
-                                      fetched_at=now, body=body, run_id=run_id))
-        out.state.append(_state_row(canon, url, shard.source, prev, now, reason, 200, settings,
-                                    content_hash=h) | {"next_due": None})
-        out.log(url, reason, None, final_url=uri, status=200, content_type="text/html",
-                bytes=len(body))
+            out.pages.append(
+                page_row(
+                    url=url,
+                    final_url=uri,
+                    source=shard.source,
+                    outlet=shard.outlet,
+                    status=200,
+                    content_type="text/html",
+                    fetched_at=now,
+                    body=body,
+                    run_id=run_id,
+                )
+            )
+        out.state.append(
+            _state_row(canon, url, shard.source, prev, now, reason, 200, settings, content_hash=h)
+            | {"next_due": None}
+        )
+        out.log(
+            url, reason, None, final_url=uri, status=200, content_type="text/html", bytes=len(body)
+        )
 
 
-def _fetch_warc(shard: Shard, settings: FetchSettings, state: dict[str, dict[str, Any]],
-                run_id: str, out: _Out) -> None:
+def _fetch_warc(
+    shard: Shard, settings: FetchSettings, state: dict[str, dict[str, Any]], run_id: str, out: _Out
+) -> None:
     seen: set[str] = set()
     for item in shard.items:
         path, offset, count = split_item(item)
@@ -954,19 +1217,27 @@ def _fetch_warc(shard: Shard, settings: FetchSettings, state: dict[str, dict[str
                 for n, r in enumerate(iter_warc_records(f, settings.max_bytes)):
                     if count is not None and n >= count:
                         break  # the next shard's records start here
-                    kw = {"final_url": r.final_url, "status": r.status or None,
-                          "content_type": r.content_type, "warc_file": path,
-                          "warc_offset": r.offset, "warc_length": r.length}
+                    kw = {
+                        "final_url": r.final_url,
+                        "status": r.status or None,
+                        "content_type": r.content_type,
+                        "warc_file": path,
+                        "warc_offset": r.offset,
+                        "warc_length": r.length,
+                    }
                     canon = canonical_url(r.url)
                     if r.body is None:
                         out.log(r.url, "too_large", f"record over {settings.max_bytes}", **kw)
                         continue
-                    row = record_page(r, source=shard.source, outlet=shard.outlet,
-                                      run_id=run_id)
+                    row = record_page(r, source=shard.source, outlet=shard.outlet, run_id=run_id)
                     if row is None:
-                        why = ("content_type" if r.status == 200 else
-                               "redirect" if 300 <= r.status < 400 else
-                               "http_error")
+                        why = (
+                            "content_type"
+                            if r.status == 200
+                            else "redirect"
+                            if 300 <= r.status < 400
+                            else "http_error"
+                        )
                         out.log(r.url, why, None, **kw)
                         continue
                     prev = _lookup(state, canon, r.url)
@@ -975,23 +1246,47 @@ def _fetch_warc(shard: Shard, settings: FetchSettings, state: dict[str, dict[str
                         continue
                     seen.add(canon)
                     out.pages.append(row)
-                    out.index.append({"url": r.url, "final_url": r.final_url,
-                                      "status": r.status, "content_type": r.content_type,
-                                      "warc_file": path, "offset": r.offset,
-                                      "length": r.length, "fetched_at": r.fetched_at,
-                                      "run_id": run_id, "source": shard.source})
-                    out.state.append({"canonical_url": canon, "url": r.url,
-                                      "source": shard.source,
-                                      "content_hash": row["content_hash"], "last_status": 200,
-                                      "last_reason": "ok", "last_fetched": r.fetched_at})
+                    out.index.append(
+                        {
+                            "url": r.url,
+                            "final_url": r.final_url,
+                            "status": r.status,
+                            "content_type": r.content_type,
+                            "warc_file": path,
+                            "offset": r.offset,
+                            "length": r.length,
+                            "fetched_at": r.fetched_at,
+                            "run_id": run_id,
+                            "source": shard.source,
+                        }
+                    )
+                    out.state.append(
+                        {
+                            "canonical_url": canon,
+                            "url": r.url,
+                            "source": shard.source,
+                            "content_hash": row["content_hash"],
+                            "last_status": 200,
+                            "last_reason": "ok",
+                            "last_fetched": r.fetched_at,
+                        }
+                    )
                     out.log(r.url, "ok", None, bytes=len(r.body), **kw)
             except Exception as e:  # noqa: BLE001 - a truncated WARC keeps what was read
                 out.log(str(item), "warc_error", f"{type(e).__name__}: {e}")
                 continue
         if len(out.fetches) > n_before:  # the slice was read to its end: remember it whole
-            out.state.append({"canonical_url": item, "url": item, "source": shard.source,
-                              "content_hash": sig, "last_status": None,
-                              "last_reason": "ok", "last_fetched": datetime.now(UTC)})
+            out.state.append(
+                {
+                    "canonical_url": item,
+                    "url": item,
+                    "source": shard.source,
+                    "content_hash": sig,
+                    "last_status": None,
+                    "last_reason": "ok",
+                    "last_fetched": datetime.now(UTC),
+                }
+            )
 
 
 def _date(v: Any) -> date | None:
@@ -1055,29 +1350,44 @@ def _fetch_jsonl(shard: Shard, run_id: str, out: _Out) -> None:
                 authors = rec.get("authors", rec.get("author"))
                 if isinstance(authors, str):
                     authors = [authors]
-                out.articles.append({
-                    "article_id": stable_id(canon or str(url)),
-                    "page_id": stable_id(str(url)),
-                    "url": str(url),
-                    "canonical_url": canon,
-                    "source": shard.source,
-                    "outlet": rec.get("outlet") or shard.outlet,
-                    "title": rec.get("title"),
-                    "authors": [str(a) for a in authors] if authors else None,
-                    "published": _date(rec.get("published", rec.get("date"))),
-                    "language": rec.get("language") or shard.language,
-                    "description": rec.get("description"),
-                    "body": str(body),
-                    "fetched_at": now,
-                    "run_id": run_id,
-                })
-                out.log(str(url), "ok", None, final_url=str(url), status=200,
-                        content_type="application/jsonl", bytes=len(line))
+                out.articles.append(
+                    {
+                        "article_id": stable_id(canon or str(url)),
+                        "page_id": stable_id(str(url)),
+                        "url": str(url),
+                        "canonical_url": canon,
+                        "source": shard.source,
+                        "outlet": rec.get("outlet") or shard.outlet,
+                        "title": rec.get("title"),
+                        "authors": [str(a) for a in authors] if authors else None,
+                        "published": _date(rec.get("published", rec.get("date"))),
+                        "language": rec.get("language") or shard.language,
+                        "description": rec.get("description"),
+                        "body": str(body),
+                        "fetched_at": now,
+                        "run_id": run_id,
+                    }
+                )
+                out.log(
+                    str(url),
+                    "ok",
+                    None,
+                    final_url=str(url),
+                    status=200,
+                    content_type="application/jsonl",
+                    bytes=len(line),
+                )
 
 
-def fetch_shard(shard: Shard, settings: FetchSettings, state: dict[str, dict[str, Any]],
-                run_id: str, archive_dir: Path, *,
-                client: httpx.Client | None = None) -> FetchResult:
+def fetch_shard(
+    shard: Shard,
+    settings: FetchSettings,
+    state: dict[str, dict[str, Any]],
+    run_id: str,
+    archive_dir: Path,
+    *,
+    client: httpx.Client | None = None,
+) -> FetchResult:
     """Fetch one shard; ``state`` maps canonical_url -> last fetch_state row (may be empty).
 
     Never raises for a URL or a file: failures are FETCHES rows (and REJECTS with
@@ -1117,13 +1427,32 @@ def state_dict(table: pa.Table | None) -> dict[str, dict[str, Any]]:
 
 def fetches_to_rejects(fetches: pa.Table) -> pa.Table:
     """Discovery drops as REJECTS (stage='fetch') for callers that only keep one reject log."""
-    rows = [{"item_id": stable_id(r["url"] or ""), "url": r["url"], "stage": "fetch",
-             "reason": r["reason"], "detail": r["detail"], "run_id": r["run_id"]}
-            for r in fetches.to_pylist() if r["reason"] not in NORMAL]
+    rows = [
+        {
+            "item_id": stable_id(r["url"] or ""),
+            "url": r["url"],
+            "stage": "fetch",
+            "reason": r["reason"],
+            "detail": r["detail"],
+            "run_id": r["run_id"],
+        }
+        for r in fetches.to_pylist()
+        if r["reason"] not in NORMAL
+    ]
     return rejects_table(rows) if rows else REJECTS.empty_table()
 
 
 __all__ = [
-    "FETCHES", "FETCH_REASONS", "FETCH_STATE", "TABLE_SPECS", "WARC_INDEX", "FetchResult",
-    "HttpFetcher", "fetch_row", "fetch_shard", "fetches_to_rejects", "shard_state", "state_dict",
+    "FETCHES",
+    "FETCH_REASONS",
+    "FETCH_STATE",
+    "TABLE_SPECS",
+    "WARC_INDEX",
+    "FetchResult",
+    "HttpFetcher",
+    "fetch_row",
+    "fetch_shard",
+    "fetches_to_rejects",
+    "shard_state",
+    "state_dict",
 ]

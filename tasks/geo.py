@@ -315,8 +315,12 @@ def _load_cached(path: Path) -> Gazetteer:
         with open(path.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; the other workers wait for it
             if not path.exists():
-                subprocess.run([sys.executable, "-m", "tasks.geo", "--build-cache", str(path)],
-                               check=True, capture_output=True, timeout=300)
+                subprocess.run(
+                    [sys.executable, "-m", "tasks.geo", "--build-cache", str(path)],
+                    check=True,
+                    capture_output=True,
+                    timeout=300,
+                )
     with open(path, "rb") as f:
         gz = pickle.load(f)  # our own file, written by the builder below
     if not isinstance(gz, Gazetteer):

@@ -60,16 +60,21 @@ class DocCache:
             meta = json.loads(head)
             if not sep or meta.get("url") != url:  # truncated, or a hash collision
                 return None
-            return CachedDoc(body, int(meta["status"]), meta.get("etag"),
-                             meta.get("last_modified"), verified_at)
+            return CachedDoc(
+                body, int(meta["status"]), meta.get("etag"), meta.get("last_modified"), verified_at
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def put(self, url: str, doc: CachedDoc) -> None:
         """Store ``doc`` for ``url``; readers see the old entry or the new one, never a mix."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        meta = {"url": url, "status": doc.status, "etag": doc.etag,
-                "last_modified": doc.last_modified}
+        meta = {
+            "url": url,
+            "status": doc.status,
+            "etag": doc.etag,
+            "last_modified": doc.last_modified,
+        }
         path = self._path(url)
         tmp = path.with_suffix(f".{os.getpid()}.{id(doc)}.tmp")
         tmp.write_bytes(json.dumps(meta).encode() + b"\n" + doc.body)

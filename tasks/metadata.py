@@ -245,8 +245,16 @@ def jsonld_authors(pm: PageMeta) -> tuple[list[str], list[str]]:
 
 def meta_authors(pm: PageMeta) -> list[str]:
     """Author names from meta tags; article:author is often a profile URL, skipped then."""
-    for key in ("author", "article:author", "parsely-author", "sailthru.author", "dc.creator",
-                "byl", "cxenseparse:author", "twitter:creator"):
+    for key in (
+        "author",
+        "article:author",
+        "parsely-author",
+        "sailthru.author",
+        "dc.creator",
+        "byl",
+        "cxenseparse:author",
+        "twitter:creator",
+    ):
         vals = [norm_space(v) for v in pm.meta.get(key, ())]
         vals = [v for v in vals if v and not v.startswith(("http", "@", "www."))]
         if vals:
@@ -269,10 +277,23 @@ def iso_date(value: Any) -> str | None:
 
 # meta names/properties that state the publication date, in order of trust
 _PUBLISHED_KEYS = (
-    "article:published_time", "og:article:published_time", "datepublished", "published_time",
-    "article.published", "publishdate", "publish-date", "pubdate", "dc.date.issued",
-    "dcterms.date", "dc.date", "date", "sailthru.date", "parsely-pub-date", "dcterms.created",
-    "article:published", "og:published_time",
+    "article:published_time",
+    "og:article:published_time",
+    "datepublished",
+    "published_time",
+    "article.published",
+    "publishdate",
+    "publish-date",
+    "pubdate",
+    "dc.date.issued",
+    "dcterms.date",
+    "dc.date",
+    "date",
+    "sailthru.date",
+    "parsely-pub-date",
+    "dcterms.created",
+    "article:published",
+    "og:published_time",
 )
 
 
@@ -315,8 +336,12 @@ _JS_DATETIME = re.compile(
     r"^\s*[A-Za-z]{3}\s+([A-Za-z]{3})\s+(\d{1,2})\s+(\d{4})\s+(\d{1,2}):(\d{2}):(\d{2})\s+"
     r"GMT([+-]\d{4})(?:\s+\([^)]*\))?\s*$"
 )
-_MONTHS = {m: i for i, m in enumerate(
-    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+    )
+}
 MAX_UTC_OFFSET = timedelta(hours=14)
 
 
@@ -364,8 +389,9 @@ def local_datetime(value: Any) -> datetime | None:
         return None
     micro = int((frac + "000000")[:6]) if frac else 0
     try:
-        dt = datetime(int(y), month, int(d), int(hh), int(mi), min(int(ss or 0), 59), micro,
-                      tzinfo=tz)
+        dt = datetime(
+            int(y), month, int(d), int(hh), int(mi), min(int(ss or 0), 59), micro, tzinfo=tz
+        )
     except ValueError:  # month 13, 25:00, February 30...
         return None
     if (dt.hour, dt.minute, dt.second, dt.microsecond) == (0, 0, 0, 0):
@@ -395,8 +421,9 @@ def published_time(
                 return dt.astimezone(UTC)
         return None
 
-    declared = [v for obj in pm.articles() for v in (obj.get("datePublished"),
-                                                     obj.get("dateCreated"))]
+    declared = [
+        v for obj in pm.articles() for v in (obj.get("datePublished"), obj.get("dateCreated"))
+    ]
     declared += [v for key in _PUBLISHED_KEYS for v in pm.meta.get(key, ())]
     declared += pm.time_datetimes
     found = first(declared)
@@ -416,8 +443,9 @@ def jsonld_field(pm: PageMeta, key: str) -> str:
 
 
 def site_name(pm: PageMeta) -> str:
-    name = pm.first("og:site_name", "application-name", "apple-mobile-web-app-title",
-                    "twitter:site")
+    name = pm.first(
+        "og:site_name", "application-name", "apple-mobile-web-app-title", "twitter:site"
+    )
     if name:
         return name.lstrip("@")
     for obj in pm.articles():
@@ -456,8 +484,13 @@ def syndication_hints(pm: PageMeta, url: str | None, canonical: str | None) -> d
     """Signals that this copy was syndicated from elsewhere; dedup uses them for attribution."""
     hints: dict[str, Any] = {}
     for obj in pm.articles():
-        for key in ("isBasedOn", "isBasedOnUrl", "sourceOrganization", "provider",
-                    "copyrightHolder"):
+        for key in (
+            "isBasedOn",
+            "isBasedOnUrl",
+            "sourceOrganization",
+            "provider",
+            "copyrightHolder",
+        ):
             v = obj.get(key)
             if isinstance(v, dict):
                 v = v.get("name") or v.get("url") or v.get("@id")
@@ -478,8 +511,11 @@ def syndication_hints(pm: PageMeta, url: str | None, canonical: str | None) -> d
 
 def language(pm: PageMeta) -> str | None:
     """ISO 639-1 code from <html lang>, og:locale or content-language."""
-    for cand in (pm.lang, pm.first("og:locale", "content-language", "language", "dc.language"),
-                 jsonld_field(pm, "inLanguage")):
+    for cand in (
+        pm.lang,
+        pm.first("og:locale", "content-language", "language", "dc.language"),
+        jsonld_field(pm, "inLanguage"),
+    ):
         m = re.match(r"^\s*([a-zA-Z]{2})(?:[-_]|$)", cand or "")
         if m:
             return m.group(1).lower()

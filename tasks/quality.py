@@ -619,8 +619,7 @@ def validate(
                     "warning",
                 )
             continue
-        present = set(map(str, data.column_names if isinstance(data, pa.Table)
-                          else data.columns))
+        present = set(map(str, data.column_names if isinstance(data, pa.Table) else data.columns))
         # only the columns some expectation reads go to pandas: the article tables carry
         # bodies and metadata no check looks at, and converting them would double the run's
         # peak memory for nothing; a column only checked for nulls goes as its nulls

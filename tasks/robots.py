@@ -82,8 +82,9 @@ class HostGate:
                         return
             time.sleep(0.005)
 
-    def _update_next(self, host: str, fn: Callable[[float, float], tuple[float, float]],
-                     keep_later: bool = False) -> float:
+    def _update_next(
+        self, host: str, fn: Callable[[float, float], tuple[float, float]], keep_later: bool = False
+    ) -> float:
         """Under the host's lock: read next-allowed time, ``fn(now, next) -> (sleep, delay)``.
 
         Sleeps (holding the lock, so waiters queue) and writes ``wake time + delay``: measuring
@@ -149,8 +150,14 @@ RobotsFetch = Callable[[str], tuple[int | None, bytes | None, str | None]]
 class RobotsCache:
     """robots.txt per origin, once per run, shared through files by parallel workers."""
 
-    def __init__(self, directory: Path | None, run_id: str, fetch: RobotsFetch,
-                 persist: DocCache | None = None, max_age_s: float = 86400.0) -> None:
+    def __init__(
+        self,
+        directory: Path | None,
+        run_id: str,
+        fetch: RobotsFetch,
+        persist: DocCache | None = None,
+        max_age_s: float = 86400.0,
+    ) -> None:
         self.dir = Path(directory) / "robots" / _fname(run_id or "run") if directory else None
         self.fetch = fetch
         self.mem: dict[str, RobotsRules] = {}

@@ -143,8 +143,7 @@ def to_rows(table: pa.Table) -> list[dict]:
         col = table.column(f.name)
         if pa.types.is_timestamp(f.type) and f.type.tz:
             naive = col.cast(pa.timestamp(f.type.unit)).to_pylist()
-            cols[f.name] = [v.replace(tzinfo=UTC) if v is not None else None
-                            for v in naive]
+            cols[f.name] = [v.replace(tzinfo=UTC) if v is not None else None for v in naive]
         else:
             cols[f.name] = col.to_pylist()
     names = list(cols)

@@ -47,8 +47,9 @@ URL_KINDS = ("feed", "sitemap", "urls")
 class SourcesError(ValueError):
     """A bad ``sources.yaml``: says which file, which entry and what is wrong."""
 
-    def __init__(self, path: str | Path, problem: str, index: int | None = None,
-                 name: str | None = None) -> None:
+    def __init__(
+        self, path: str | Path, problem: str, index: int | None = None, name: str | None = None
+    ) -> None:
         where = str(path)
         if index is not None:
             where += f": sources[{index}]"
@@ -149,8 +150,9 @@ _SETTING_ALIASES = {
 _TIMEOUT_KEYS = {"connect": "connect_timeout", "read": "read_timeout", "total": "total_timeout"}
 
 
-def _coerce(path: Path, key: str, value: Any, like: Any, index: int | None = None,
-            name: str | None = None) -> Any:
+def _coerce(
+    path: Path, key: str, value: Any, like: Any, index: int | None = None, name: str | None = None
+) -> Any:
     """Cast a yaml value to the type of a dataclass default, or say clearly why not."""
     try:
         if isinstance(like, bool):
@@ -391,8 +393,14 @@ def parse_sitemap(data: bytes, base_url: str) -> tuple[list[Found], list[Found]]
                 if tag == "sitemap":
                     children.append(Found(url, modified=_lastmod_bound(lastmod)))
                 else:
-                    pages.append(Found(url, _parse_date(pub) or _parse_date(lastmod), lang,
-                                       _lastmod_bound(lastmod)))
+                    pages.append(
+                        Found(
+                            url,
+                            _parse_date(pub) or _parse_date(lastmod),
+                            lang,
+                            _lastmod_bound(lastmod),
+                        )
+                    )
             el.clear()
     except ET.ParseError:
         if not pages and not children:
@@ -443,8 +451,9 @@ def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
 class _Discovery:
     """State of one ``discover`` call: the fetcher, the rows of dropped URLs, seen URLs."""
 
-    def __init__(self, settings: FetchSettings, fetcher: HttpFetcher, run_id: str,
-                 now: datetime) -> None:
+    def __init__(
+        self, settings: FetchSettings, fetcher: HttpFetcher, run_id: str, now: datetime
+    ) -> None:
         self.settings = settings
         self.fetcher = fetcher
         self.run_id = run_id
@@ -453,15 +462,29 @@ class _Discovery:
         self.seen: set[str] = set()
         self.modified: dict[str, datetime] = {}  # canonical URL -> latest sitemap <lastmod>
 
-    def log(self, src: Source, url: str, reason: str, detail: str | None = None,
-            status: int | None = None) -> None:
+    def log(
+        self,
+        src: Source,
+        url: str,
+        reason: str,
+        detail: str | None = None,
+        status: int | None = None,
+    ) -> None:
         from tasks.fetch import fetch_row
 
-        self.rows.append(fetch_row(url, src.name, self.run_id, reason=reason, detail=detail,
-                                   status=status, stage="discover"))
+        self.rows.append(
+            fetch_row(
+                url,
+                src.name,
+                self.run_id,
+                reason=reason,
+                detail=detail,
+                status=status,
+                stage="discover",
+            )
+        )
 
-    def read(self, src: Source, location: str,
-             modified: datetime | None = None) -> bytes | None:
+    def read(self, src: Source, location: str, modified: datetime | None = None) -> bytes | None:
         """Bytes of a feed/sitemap/list: local file, or one polite, SSRF-checked GET.
 
         With a cross-run cache (``settings.cache_dir``) a listing is asked for conditionally
@@ -485,40 +508,60 @@ class _Discovery:
             if modified + LASTMOD_SLACK <= verified:
                 body = doc.body
         if body is None:
-            res = self.fetcher.get(location, allow_private=src.allow_private,
-                                   user_agent=src.user_agent, delay_s=src.delay_s,
-                                   accept_any_type=True,
-                                   etag=doc.etag if doc is not None else None,
-                                   last_modified=doc.last_modified if doc is not None else None)
+            res = self.fetcher.get(
+                location,
+                allow_private=src.allow_private,
+                user_agent=src.user_agent,
+                delay_s=src.delay_s,
+                accept_any_type=True,
+                etag=doc.etag if doc is not None else None,
+                last_modified=doc.last_modified if doc is not None else None,
+            )
             if res.reason is None and res.status == 304 and doc is not None:
                 body = doc.body
                 if cache is not None:
                     cache.touch(location)
             elif res.reason or res.status != 200 or res.body is None:
-                self.log(src, location, res.reason or "http_error", res.detail or "discovery",
-                         res.status)
+                self.log(
+                    src, location, res.reason or "http_error", res.detail or "discovery", res.status
+                )
                 return None
             else:
                 body = res.body
                 if cache is not None:
-                    cache.put(location, CachedDoc(body, 200, res.headers.get("etag"),
-                                                  res.headers.get("last-modified"), time.time()))
+                    cache.put(
+                        location,
+                        CachedDoc(
+                            body,
+                            200,
+                            res.headers.get("etag"),
+                            res.headers.get("last-modified"),
+                            time.time(),
+                        ),
+                    )
         try:
             return maybe_gunzip(body, self.settings.max_bytes)
         except ValueError as e:
             self.log(src, location, "gzip_bomb", str(e))
             return None
 
-    def sitemap(self, src: Source, location: str, depth: int, visited: set[str],
-                modified: datetime | None = None) -> list[Found]:
+    def sitemap(
+        self,
+        src: Source,
+        location: str,
+        depth: int,
+        visited: set[str],
+        modified: datetime | None = None,
+    ) -> list[Found]:
         if location in visited:
             return []
         visited.add(location)
         data = self.read(src, location, modified)
         if data is None:
             return []
-        base = location if location.startswith(("http://", "https://")) else (
-            Path(location).as_uri())
+        base = (
+            location if location.startswith(("http://", "https://")) else (Path(location).as_uri())
+        )
         try:
             pages, children = parse_sitemap(data, base)
         except ET.ParseError as e:
@@ -547,8 +590,11 @@ class _Discovery:
                 self.log(src, loc, "discovery_error", str(e))
                 return []
         lines = data.decode("utf-8", "replace").splitlines()
-        return [Found(urljoin(base, u.strip())) for u in lines
-                if u.strip() and not u.strip().startswith("#")]
+        return [
+            Found(urljoin(base, u.strip()))
+            for u in lines
+            if u.strip() and not u.strip().startswith("#")
+        ]
 
     def _parsed_feed(self, data: bytes, base: str) -> list[Found]:
         """``parse_feed``, remembered per feed body: feedparser spends milliseconds per item
@@ -560,21 +606,31 @@ class _Discovery:
         doc = cache.get(key)
         if doc is not None:
             try:
-                return [Found(u, _parse_date(p), lang, _parse_date(m))
-                        for u, p, lang, m in json.loads(doc.body)]
+                return [
+                    Found(u, _parse_date(p), lang, _parse_date(m))
+                    for u, p, lang, m in json.loads(doc.body)
+                ]
             except (ValueError, TypeError):
                 pass  # unreadable: parse again and overwrite
         found = parse_feed(data, base)
-        rows = [[f.url, f.published and f.published.isoformat(), f.language,
-                 f.modified and f.modified.isoformat()] for f in found]
+        rows = [
+            [
+                f.url,
+                f.published and f.published.isoformat(),
+                f.language,
+                f.modified and f.modified.isoformat(),
+            ]
+            for f in found
+        ]
         cache.put(key, CachedDoc(json.dumps(rows).encode(), verified_at=time.time()))
         return found
 
     def filter(self, src: Source, found: Iterable[Found]) -> list[str]:
         inc = [re.compile(r) for r in src.include]
         exc = [re.compile(r) for r in src.exclude]
-        cutoff = (self.now - timedelta(days=src.max_age_days)
-                  if src.max_age_days is not None else None)
+        cutoff = (
+            self.now - timedelta(days=src.max_age_days) if src.max_age_days is not None else None
+        )
         kept: list[str] = []
         for f in found:
             url = canonical_url(f.url)
@@ -594,8 +650,9 @@ class _Discovery:
             elif src.max_pages is not None and len(kept) >= src.max_pages:
                 self.log(src, url, "max_pages", f"source limit {src.max_pages}")
             else:
-                allowed, why = self.fetcher.robots_allowed(url, user_agent=src.user_agent,
-                                                           allow_private=src.allow_private)
+                allowed, why = self.fetcher.robots_allowed(
+                    url, user_agent=src.user_agent, allow_private=src.allow_private
+                )
                 if not allowed:
                     self.log(src, url, why or "robots_disallowed")
                     continue
@@ -662,8 +719,7 @@ def _cached_record_starts(path: str, kind: str, settings: FetchSettings) -> list
     import json
 
     key = hashlib.sha1(
-        f"{os.path.abspath(path)}|{file_signature(path)}|{kind}|{settings.file_shard_records}"
-        .encode()
+        f"{os.path.abspath(path)}|{file_signature(path)}|{kind}|{settings.file_shard_records}".encode()
     ).hexdigest()
     cache = settings.host_dir() / "record-starts" / f"{key}.json"
     try:
@@ -683,26 +739,49 @@ def _file_shards(src: Source, settings: FetchSettings, shard_size: int) -> list[
     exc = [re.compile(r) for r in src.exclude]
     if src.kind == "html_dir":
         root = Path(src.location)
-        files = sorted(str(p) for p in root.rglob("*")
-                       if p.is_file() and p.suffix.lower() in (".html", ".htm", ".xhtml"))
-        files = [f for f in files if (not inc or any(r.search(f) for r in inc))
-                 and not any(r.search(f) for r in exc)]
+        files = sorted(
+            str(p)
+            for p in root.rglob("*")
+            if p.is_file() and p.suffix.lower() in (".html", ".htm", ".xhtml")
+        )
+        files = [
+            f
+            for f in files
+            if (not inc or any(r.search(f) for r in inc)) and not any(r.search(f) for r in exc)
+        ]
         if src.max_pages is not None:
             files = files[: src.max_pages]
         groups = list(_chunks(files, shard_size))
     elif os.path.getsize(src.location) > settings.split_files_over_bytes:
-        groups = [[f"{src.location}::{off}:{count}"] for off, count in
-                  _cached_record_starts(src.location, src.kind, settings)]
+        groups = [
+            [f"{src.location}::{off}:{count}"]
+            for off, count in _cached_record_starts(src.location, src.kind, settings)
+        ]
     else:  # a small WARC / JSONL file is one shard; the reader streams it
         groups = [[src.location]]
-    return [Shard(stable_id(src.name, src.kind, *g), src.name, src.kind, src.outlet, g,
-                  language=src.language) for g in groups if g]
+    return [
+        Shard(
+            stable_id(src.name, src.kind, *g),
+            src.name,
+            src.kind,
+            src.outlet,
+            g,
+            language=src.language,
+        )
+        for g in groups
+        if g
+    ]
 
 
-def discover(sources: list[Source], settings: FetchSettings,
-             client: httpx.Client | None = None, *, run_id: str = "",
-             shard_size: int | None = None,
-             now: datetime | None = None) -> tuple[list[Shard], pa.Table]:
+def discover(
+    sources: list[Source],
+    settings: FetchSettings,
+    client: httpx.Client | None = None,
+    *,
+    run_id: str = "",
+    shard_size: int | None = None,
+    now: datetime | None = None,
+) -> tuple[list[Shard], pa.Table]:
     """Expand sources into shards of <= shard_size items and a FETCHES table of dropped URLs.
 
     URL shards hold one host each (see module doc) and are returned round-robin by host, so
@@ -718,8 +797,9 @@ def discover(sources: list[Source], settings: FetchSettings,
     d = _Discovery(settings, fetcher, run_id, now)
     shards: list[Shard] = []
     try:
-        listed = _read_listings([s for s in sources if s.kind in URL_KINDS], settings, client,
-                                run_id, now)
+        listed = _read_listings(
+            [s for s in sources if s.kind in URL_KINDS], settings, client, run_id, now
+        )
         for src in sources:
             if src.kind not in URL_KINDS:
                 try:
@@ -742,10 +822,19 @@ def discover(sources: list[Source], settings: FetchSettings,
                 by_host.setdefault(host_key(u), []).append(u)
             for host in sorted(by_host):
                 for g in _chunks(by_host[host], size):
-                    shards.append(Shard(stable_id(src.name, host, *g), src.name, src.kind,
-                                        src.outlet, g, language=src.language,
-                                        allow_private=src.allow_private,
-                                        user_agent=src.user_agent, delay_s=src.delay_s))
+                    shards.append(
+                        Shard(
+                            stable_id(src.name, host, *g),
+                            src.name,
+                            src.kind,
+                            src.outlet,
+                            g,
+                            language=src.language,
+                            allow_private=src.allow_private,
+                            user_agent=src.user_agent,
+                            delay_s=src.delay_s,
+                        )
+                    )
     finally:
         fetcher.close()
     for sh in shards:
@@ -755,9 +844,13 @@ def discover(sources: list[Source], settings: FetchSettings,
     return _interleave_hosts(shards), pa.Table.from_pylist(d.rows, schema=FETCHES)
 
 
-def _read_listings(sources: list[Source], settings: FetchSettings,
-                   client: httpx.Client | None, run_id: str, now: datetime,
-                   ) -> dict[int, tuple[list[Found], list[dict[str, Any]], Exception | None]]:
+def _read_listings(
+    sources: list[Source],
+    settings: FetchSettings,
+    client: httpx.Client | None,
+    run_id: str,
+    now: datetime,
+) -> dict[int, tuple[list[Found], list[dict[str, Any]], Exception | None]]:
     """Read every source's feed/sitemap/list at once, one thread per source.
 
     Publishers are different hosts, so their per-host delays need not add up: read one after
@@ -768,8 +861,7 @@ def _read_listings(sources: list[Source], settings: FetchSettings,
     from tasks.fetch import HttpFetcher
 
     def one(src: Source) -> tuple[list[Found], list[dict[str, Any]], Exception | None]:
-        sub = _Discovery(settings, HttpFetcher(settings, run_id=run_id, client=client),
-                         run_id, now)
+        sub = _Discovery(settings, HttpFetcher(settings, run_id=run_id, client=client), run_id, now)
         try:
             return sub.found(src), sub.rows, None
         except Exception as e:  # noqa: BLE001 - reported by the caller as discovery_error
@@ -799,6 +891,17 @@ def _interleave_hosts(shards: list[Shard]) -> list[Shard]:
 
 
 __all__ = [
-    "FetchSettings", "Found", "Shard", "Source", "SourcesError", "canonical_url", "discover",
-    "host_key", "load_sources", "split_item", "maybe_gunzip", "parse_feed", "parse_sitemap",
+    "FetchSettings",
+    "Found",
+    "Shard",
+    "Source",
+    "SourcesError",
+    "canonical_url",
+    "discover",
+    "host_key",
+    "load_sources",
+    "split_item",
+    "maybe_gunzip",
+    "parse_feed",
+    "parse_sitemap",
 ]

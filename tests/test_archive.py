@@ -21,20 +21,35 @@ HTML = "<html><head><title>{t}</title></head><body><p>Le {t} café. Ça va.</p><
 
 @pytest.fixture
 def settings(tmp_path: Path) -> FetchSettings:
-    return FetchSettings(connect_timeout=1, read_timeout=1, total_timeout=5, retries=0,
-                         per_host_delay_s=0.0, allow_private_hosts={"127.0.0.1"},
-                         host_state_dir=str(tmp_path / "hosts"), revisit_after_s=0)
+    return FetchSettings(
+        connect_timeout=1,
+        read_timeout=1,
+        total_timeout=5,
+        retries=0,
+        per_host_delay_s=0.0,
+        allow_private_hosts={"127.0.0.1"},
+        host_state_dir=str(tmp_path / "hosts"),
+        revisit_after_s=0,
+    )
 
 
 def test_writer_offsets_address_single_records(tmp_path):
     t = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
     w = WarcWriter(tmp_path, "shard-a", "run-1")
-    locs = [w.write_response(url=f"https://ex.com/{i}", target_uri=f"https://ex.com/{i}",
-                             status=200, reason="OK",
-                             headers=[("Content-Type", "text/html"),
-                                      ("Transfer-Encoding", "chunked")],
-                             body=HTML.format(t=i).encode(), fetched_at=t, source="s",
-                             outlet=None) for i in range(3)]
+    locs = [
+        w.write_response(
+            url=f"https://ex.com/{i}",
+            target_uri=f"https://ex.com/{i}",
+            status=200,
+            reason="OK",
+            headers=[("Content-Type", "text/html"), ("Transfer-Encoding", "chunked")],
+            body=HTML.format(t=i).encode(),
+            fetched_at=t,
+            source="s",
+            outlet=None,
+        )
+        for i in range(3)
+    ]
     assert not w.final.exists() and w.tmp.exists()  # readers never see a half-written file
     final = w.close()
     assert final is not None and final.exists() and not w.tmp.exists()
@@ -57,11 +72,13 @@ def test_empty_writer_leaves_no_file(tmp_path):
 @pytest.mark.parametrize(
     ("body", "ctype", "expected"),
     [
-        ("Ελληνικά νέα σήμερα από την Αθήνα".encode("cp1253"), "text/html; charset=utf-8",
-         "Αθήνα"),
+        ("Ελληνικά νέα σήμερα από την Αθήνα".encode("cp1253"), "text/html; charset=utf-8", "Αθήνα"),
         ("Überraschung für München".encode(), "text/html; charset=iso-8859-1", "München"),
-        ('<meta charset="windows-1252"><p>naïve café</p>'.encode("cp1252"), "text/html",
-         "naïve café"),
+        (
+            '<meta charset="windows-1252"><p>naïve café</p>'.encode("cp1252"),
+            "text/html",
+            "naïve café",
+        ),
         ("\ufeffBOM text é".encode(), "text/html; charset=latin-1", "BOM text é"),
         (b"<p>ascii only</p>", None, "ascii only"),
     ],
@@ -78,23 +95,28 @@ def test_is_html_sniffs_missing_type():
     assert not is_html(None, b"%PDF-1.7")
 
 
-def test_round_trip_pages_identical_with_zero_network(httpserver: HTTPServer, settings,
-                                                      tmp_path, monkeypatch):
+def test_round_trip_pages_identical_with_zero_network(
+    httpserver: HTTPServer, settings, tmp_path, monkeypatch
+):
     httpserver.expect_request("/robots.txt").respond_with_data("", status=404)
-    httpserver.expect_request("/a").respond_with_data(HTML.format(t="A"),
-                                                      content_type="text/html; charset=utf-8")
+    httpserver.expect_request("/a").respond_with_data(
+        HTML.format(t="A"), content_type="text/html; charset=utf-8"
+    )
     httpserver.expect_request("/b").respond_with_data(
-        gzip.compress(HTML.format(t="B").encode("cp1252")), content_type="text/html",
-        headers={"Content-Encoding": "gzip"})
-    httpserver.expect_request("/old").respond_with_data("", status=301,
-                                                        headers={"Location": "/a2"})
-    httpserver.expect_request("/a2").respond_with_data(HTML.format(t="A2"),
-                                                       content_type="text/html")
+        gzip.compress(HTML.format(t="B").encode("cp1252")),
+        content_type="text/html",
+        headers={"Content-Encoding": "gzip"},
+    )
+    httpserver.expect_request("/old").respond_with_data("", status=301, headers={"Location": "/a2"})
+    httpserver.expect_request("/a2").respond_with_data(
+        HTML.format(t="A2"), content_type="text/html"
+    )
     httpserver.expect_request("/pdf").respond_with_data(b"%PDF", content_type="application/pdf")
     httpserver.expect_request("/gone").respond_with_data("gone", status=404)
     urls = [httpserver.url_for(p) for p in ("/a", "/b", "/old", "/pdf", "/gone")]
-    res = fetch_shard(Shard("sh1", "src", "urls", "Outlet", urls), settings, {}, "run-7",
-                      tmp_path / "archive")
+    res = fetch_shard(
+        Shard("sh1", "src", "urls", "Outlet", urls), settings, {}, "run-7", tmp_path / "archive"
+    )
     assert res.pages.num_rows == 3
     assert list((tmp_path / "archive").rglob("*.open")) == []
     # 404 and the redirect hop are archived too; the PDF body was never read
@@ -132,10 +154,12 @@ def test_foreign_warc_gets_source_filled_in(tmp_path):
         w = WARCWriter(f, gzip=True)
         data = HTML.format(t="CC").encode()
         http = StatusAndHeaders("200 OK", [("Content-Type", "text/html")], protocol="HTTP/1.1")
-        w.write_record(w.create_warc_record("https://news.example/cc", "response",
-                                            payload=io.BytesIO(data), http_headers=http))
+        w.write_record(
+            w.create_warc_record(
+                "https://news.example/cc", "response", payload=io.BytesIO(data), http_headers=http
+            )
+        )
     pages = read_pages_from_archive([path], source="ccnews", outlet="CC", run_id="r")
     row = pages.to_pylist()[0]
-    assert (row["url"], row["source"], row["outlet"]) == ("https://news.example/cc", "ccnews",
-                                                         "CC")
+    assert (row["url"], row["source"], row["outlet"]) == ("https://news.example/cc", "ccnews", "CC")
     assert "Le CC café" in row["html"]

@@ -20,14 +20,26 @@ from tasks.clean import (  # noqa: E402
 )
 from tasks.schema import ARTICLES_CORE, REJECTS  # noqa: E402
 
-PROSE = ("The council voted on Tuesday to build twelve kilometres of new cycle lanes in the "
-         "eastern districts, with most of the cost covered by the regional government.")
+PROSE = (
+    "The council voted on Tuesday to build twelve kilometres of new cycle lanes in the "
+    "eastern districts, with most of the cost covered by the regional government."
+)
 
 
 def _record(body: str, title: str = "Council approves new cycle lanes", **kw: object) -> dict:
-    return {"url": "https://news.example.org/a", "canonical_url": None, "title": title,
-            "authors": [], "published": "2025-03-04", "language": "en", "description": None,
-            "site_name": "Example Times", "body": body, "syndication_hints": None, **kw}
+    return {
+        "url": "https://news.example.org/a",
+        "canonical_url": None,
+        "title": title,
+        "authors": [],
+        "published": "2025-03-04",
+        "language": "en",
+        "description": None,
+        "site_name": "Example Times",
+        "body": body,
+        "syndication_hints": None,
+        **kw,
+    }
 
 
 def test_junk_lines_of_every_kind_are_removed_and_prose_kept() -> None:
@@ -48,8 +60,14 @@ def test_junk_lines_of_every_kind_are_removed_and_prose_kept() -> None:
 
 def test_app_and_related_trailers_end_the_article() -> None:
     second = PROSE.replace("Tuesday", "Wednesday")
-    body = "\n\n".join([PROSE, second, "DOWNLOAD THE APP",
-                         "Ready to dive into the world of global news? Download our app today."])
+    body = "\n\n".join(
+        [
+            PROSE,
+            second,
+            "DOWNLOAD THE APP",
+            "Ready to dive into the world of global news? Download our app today.",
+        ]
+    )
     cleaned, _ = clean_record(_record(body))
     assert cleaned["body"] == f"{PROSE}\n\n{second}"
 
@@ -73,18 +91,21 @@ def test_wire_copyright_is_a_credit_but_own_copyright_is_not() -> None:
     assert own["origin_credit"] is None and own["body"] == PROSE
 
 
-@pytest.mark.parametrize(("dateline", "agency"), [
-    ("OTTAWA (AP) — ", "AP"),
-    ("WASHINGTON (AP) -- ", "AP"),
-    ("LONDON (Reuters) - ", "Reuters"),
-    ("LONDON, March 10 (Reuters) - ", "Reuters"),
-    ("ST. JOSEPH, Mich. (AP) — ", "AP"),
-    ("Berlin (dpa) - ", "dpa"),
-    ("Rio de Janeiro (Reuters) – ", "Reuters"),
-    ("(AFP) — ", "AFP"),
-    ("KYIV, Ukraine (Northwire) — ", "Northwire"),
-    ("HARBOR CITY (Coastal Press Service) —", "Coastal Press Service"),
-])
+@pytest.mark.parametrize(
+    ("dateline", "agency"),
+    [
+        ("OTTAWA (AP) — ", "AP"),
+        ("WASHINGTON (AP) -- ", "AP"),
+        ("LONDON (Reuters) - ", "Reuters"),
+        ("LONDON, March 10 (Reuters) - ", "Reuters"),
+        ("ST. JOSEPH, Mich. (AP) — ", "AP"),
+        ("Berlin (dpa) - ", "dpa"),
+        ("Rio de Janeiro (Reuters) – ", "Reuters"),
+        ("(AFP) — ", "AFP"),
+        ("KYIV, Ukraine (Northwire) — ", "Northwire"),
+        ("HARBOR CITY (Coastal Press Service) —", "Coastal Press Service"),
+    ],
+)
 def test_agency_dateline_is_credited_and_kept_in_the_lede(dateline: str, agency: str) -> None:
     cleaned, _ = clean_record(_record(f"{dateline}{PROSE}\n\n{PROSE.upper()}"))
     assert cleaned["origin_credit"] == agency
@@ -92,12 +113,15 @@ def test_agency_dateline_is_credited_and_kept_in_the_lede(dateline: str, agency:
     assert first.startswith(dateline.strip()) and first.endswith(PROSE)
 
 
-@pytest.mark.parametrize("opening", [
-    "WASHINGTON — ",  # a dateline without agency names no syndication source
-    "The agency (AP) — ",  # not a place
-    "Officials said (Reuters) - ",
-    "Amigo & amigo (Australia) – ",
-])
+@pytest.mark.parametrize(
+    "opening",
+    [
+        "WASHINGTON — ",  # a dateline without agency names no syndication source
+        "The agency (AP) — ",  # not a place
+        "Officials said (Reuters) - ",
+        "Amigo & amigo (Australia) – ",
+    ],
+)
 def test_text_that_is_not_an_agency_dateline_is_kept(opening: str) -> None:
     cleaned, _ = clean_record(_record(f"{opening}{PROSE}"))
     assert cleaned["body"] == f"{opening}{PROSE}"
@@ -120,8 +144,10 @@ def test_source_footer_glued_to_the_last_paragraph_is_split_off() -> None:
 
 
 def test_credit_like_words_inside_prose_are_kept() -> None:
-    body = (f"{PROSE} The study was originally published in Nature. Its original article "
-            "source: the city archive.")
+    body = (
+        f"{PROSE} The study was originally published in Nature. Its original article "
+        "source: the city archive."
+    )
     cleaned, _ = clean_record(_record(body))
     assert cleaned["body"] == body and cleaned["origin_credit"] is None
 
@@ -146,13 +172,19 @@ def test_headline_repeated_as_first_body_line_is_dropped() -> None:
 
 
 def test_site_name_suffix_is_stripped_from_titles() -> None:
-    assert strip_site_name("Council approves lanes | Example Times", "Example Times", None,
-                           None) == "Council approves lanes"
-    assert strip_site_name("Council approves lanes - example.com", None, None,
-                           "example.com") == "Council approves lanes"
+    assert (
+        strip_site_name("Council approves lanes | Example Times", "Example Times", None, None)
+        == "Council approves lanes"
+    )
+    assert (
+        strip_site_name("Council approves lanes - example.com", None, None, "example.com")
+        == "Council approves lanes"
+    )
     # a dash inside the headline is not a site name
-    assert strip_site_name("Ukraine - Russia talks resume", "Example Times", None,
-                           None) == "Ukraine - Russia talks resume"
+    assert (
+        strip_site_name("Ukraine - Russia talks resume", "Example Times", None, None)
+        == "Ukraine - Russia talks resume"
+    )
 
 
 def test_bylines_are_split_and_organisations_dropped_next_to_people() -> None:
@@ -160,8 +192,9 @@ def test_bylines_are_split_and_organisations_dropped_next_to_people() -> None:
     assert split_authors(["Von Anna Schmidt und Jan Meier"]) == ["Anna Schmidt", "Jan Meier"]
     assert split_authors(["Kari Nordmann og Ola Nordmann"]) == ["Kari Nordmann", "Ola Nordmann"]
     assert split_authors(["di Mario Rossi e Da Silva"]) == ["Mario Rossi", "Da Silva"]
-    assert split_authors(["https://example.com/staff/anna", "Anna Koval, Example Times"],
-                         site="Example Times") == ["Anna Koval"]
+    assert split_authors(
+        ["https://example.com/staff/anna", "Anna Koval, Example Times"], site="Example Times"
+    ) == ["Anna Koval"]
     # an article credited only to an outlet keeps that credit
     assert split_authors(["Example Times Staff"]) == ["Example Times Staff"]
 
@@ -180,15 +213,27 @@ def test_content_hash_ignores_formatting_differences() -> None:
 def test_clean_batch_keeps_the_contract_schema_and_reports_rejects() -> None:
     now = datetime(2025, 1, 1, tzinfo=UTC)
     rows = [
-        {**_record(PROSE), "article_id": "a1", "page_id": "p1", "outlet": "Example Times",
-         "published": date(2025, 3, 4), "fetched_at": now},
-        {**_record("Advertisement"), "article_id": "a2", "page_id": "p2", "published": None,
-         "fetched_at": now},
+        {
+            **_record(PROSE),
+            "article_id": "a1",
+            "page_id": "p1",
+            "outlet": "Example Times",
+            "published": date(2025, 3, 4),
+            "fetched_at": now,
+        },
+        {
+            **_record("Advertisement"),
+            "article_id": "a2",
+            "page_id": "p2",
+            "published": None,
+            "fetched_at": now,
+        },
     ]
     for r in rows:
         r.pop("site_name")
     table = pa.Table.from_pylist(
-        [{f.name: r.get(f.name) for f in ARTICLES_CORE} for r in rows], schema=ARTICLES_CORE)
+        [{f.name: r.get(f.name) for f in ARTICLES_CORE} for r in rows], schema=ARTICLES_CORE
+    )
     kept, rejects = clean_batch(table, "run-2")
     assert kept.schema == ARTICLES_CORE and rejects.schema == REJECTS
     assert kept.num_rows == 1 and kept.column("content_hash")[0].as_py()

@@ -282,8 +282,14 @@ def test_history_candidates_are_limited_to_the_best_alike_in_memory_and_duckdb(t
 
     def pairs(hist, limit):
         t = hist.candidates(keys, limit=limit)
-        return sorted(zip(t.column("article_id").to_pylist(), t.column("cand_id").to_pylist(),
-                          t.column("shared").to_pylist(), strict=True))
+        return sorted(
+            zip(
+                t.column("article_id").to_pylist(),
+                t.column("cand_id").to_pylist(),
+                t.column("shared").to_pylist(),
+                strict=True,
+            )
+        )
 
     full = pairs(mem, None)
     assert full == pairs(DuckDBHistory(con), None)
@@ -434,15 +440,28 @@ OIL_TITLE = "Oil prices slip as traders weigh sanctions talk and soft demand"
 
 def _oil_wire(**extra: object) -> dict:
     """The wire original of the oil story: its own headline, fetched after its copy."""
-    return article("wire", "northwire.example", A, 6, title=OIL_TITLE,
-                   fetched_at=datetime(2025, 1, 6, 12, tzinfo=UTC), **extra)
+    return article(
+        "wire",
+        "northwire.example",
+        A,
+        6,
+        title=OIL_TITLE,
+        fetched_at=datetime(2025, 1, 6, 12, tzinfo=UTC),
+        **extra,
+    )
 
 
 def _oil_copy(paras: list[str], **extra: object) -> dict:
     """A same-day copy with a rewritten headline, fetched first."""
-    return article("copy", "meridian.example", paras, 6,
-                   title="Oil slips as sanctions talk meets soft demand",
-                   fetched_at=datetime(2025, 1, 6, 9, tzinfo=UTC), **extra)
+    return article(
+        "copy",
+        "meridian.example",
+        paras,
+        6,
+        title="Oil slips as sanctions talk meets soft demand",
+        fetched_at=datetime(2025, 1, 6, 9, tzinfo=UTC),
+        **extra,
+    )
 
 
 def test_headline_credit_names_the_original() -> None:

@@ -74,8 +74,9 @@ def _feed_links(client: httpx.Client, site: DemoSite) -> list[str]:
 
 
 # --- server behaviour -----------------------------------------------------------------------
-def test_robots_disallows_private_and_sets_no_crawl_delay(site: DemoSite, client: httpx.Client,
-                                                          expected: dict) -> None:
+def test_robots_disallows_private_and_sets_no_crawl_delay(
+    site: DemoSite, client: httpx.Client, expected: dict
+) -> None:
     text = client.get(site.url("/robots.txt")).text
     rp = urllib.robotparser.RobotFileParser()
     rp.parse(text.splitlines())
@@ -97,8 +98,9 @@ def test_feed_parses_and_every_item_resolves(site: DemoSite, client: httpx.Clien
         assert client.get(link).status_code == 200, link
 
 
-def test_sitemap_index_lists_articles_and_news(site: DemoSite, client: httpx.Client,
-                                               expected: dict) -> None:
+def test_sitemap_index_lists_articles_and_news(
+    site: DemoSite, client: httpx.Client, expected: dict
+) -> None:
     children = _sitemap_locs(client, site)
     assert set(children) == set(expected["child_sitemaps"])
     all_paths = {urlsplit(u).path for urls in children.values() for u in urls}
@@ -108,19 +110,25 @@ def test_sitemap_index_lists_articles_and_news(site: DemoSite, client: httpx.Cli
     assert len(list(news.iter(NEWS_NS + "publication_date"))) >= 5
 
 
-def test_feed_and_sitemap_cover_every_page(site: DemoSite, client: httpx.Client,
-                                           expected: dict) -> None:
+def test_feed_and_sitemap_cover_every_page(
+    site: DemoSite, client: httpx.Client, expected: dict
+) -> None:
     found = {urlsplit(u).path for u in _feed_links(client, site)}
     for urls in _sitemap_locs(client, site).values():
         found |= {urlsplit(u).path for u in urls}
-    wanted = (set(expected["articles"]) | set(expected["not_article_paths"])
-              | set(expected["broken_paths"]) | set(expected["disallowed_paths"]))
+    wanted = (
+        set(expected["articles"])
+        | set(expected["not_article_paths"])
+        | set(expected["broken_paths"])
+        | set(expected["disallowed_paths"])
+    )
     assert wanted <= found, sorted(wanted - found)
     assert set(expected["disallowed_paths"]) <= found  # linked, so robots must be what stops it
 
 
-def test_placeholder_is_replaced_with_real_base(site: DemoSite, client: httpx.Client,
-                                                expected: dict) -> None:
+def test_placeholder_is_replaced_with_real_base(
+    site: DemoSite, client: httpx.Client, expected: dict
+) -> None:
     for path in list(expected["articles"])[:5] + ["/feed.xml", "/sitemaps/news.xml"]:
         body = client.get(site.url(path)).text
         assert expected["base_placeholder"] not in body
@@ -130,8 +138,9 @@ def test_placeholder_is_replaced_with_real_base(site: DemoSite, client: httpx.Cl
     assert f'<link rel="canonical" href="{site.url(path)}">' in body
 
 
-def test_etag_and_last_modified_round_trip(site: DemoSite, client: httpx.Client,
-                                           expected: dict) -> None:
+def test_etag_and_last_modified_round_trip(
+    site: DemoSite, client: httpx.Client, expected: dict
+) -> None:
     path = next(iter(expected["articles"]))
     first = client.get(site.url(path))
     assert first.status_code == 200
@@ -152,10 +161,14 @@ def test_etag_and_last_modified_round_trip(site: DemoSite, client: httpx.Client,
     assert client.get(site.url(path), headers={"If-None-Match": etag}).status_code == 304
 
 
-def test_an_edited_page_gets_a_new_sitemap_lastmod(site: DemoSite, client: httpx.Client,
-                                                   expected: dict) -> None:
-    path = next(p for p in expected["articles"]
-                if site.url(p) in client.get(site.url("/sitemaps/articles.xml")).text)
+def test_an_edited_page_gets_a_new_sitemap_lastmod(
+    site: DemoSite, client: httpx.Client, expected: dict
+) -> None:
+    path = next(
+        p
+        for p in expected["articles"]
+        if site.url(p) in client.get(site.url("/sitemaps/articles.xml")).text
+    )
     before = client.get(site.url("/sitemaps/articles.xml"))
     site.set_page(path, "<html><body><article><p>Edited.</p></article></body></html>")
     try:
@@ -173,8 +186,7 @@ def test_an_edited_page_gets_a_new_sitemap_lastmod(site: DemoSite, client: httpx
     assert client.get(site.url("/sitemaps/articles.xml")).text == before.text
 
 
-def test_requests_are_recorded_and_unknown_paths_404(site: DemoSite,
-                                                     client: httpx.Client) -> None:
+def test_requests_are_recorded_and_unknown_paths_404(site: DemoSite, client: httpx.Client) -> None:
     assert client.get(site.url("/no/such/page.html")).status_code == 404
     assert client.get(site.url("/%2e%2e/server.py")).status_code == 404
     assert client.head(site.url("/robots.txt")).status_code == 200

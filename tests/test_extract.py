@@ -29,8 +29,18 @@ from tasks.schema import ARTICLES_CORE, PAGES, REJECTS, stable_id  # noqa: E402
 
 PAGES_DIR = Path(__file__).parent / "fixtures" / "pages"
 EXTRACT_DIR = Path(__file__).parent / "fixtures" / "extract"
-GOLDEN_FIELDS = ("title", "authors", "published", "published_at", "language", "canonical_url",
-                 "site_name", "origin_credit", "syndication_hints", "body")
+GOLDEN_FIELDS = (
+    "title",
+    "authors",
+    "published",
+    "published_at",
+    "language",
+    "canonical_url",
+    "site_name",
+    "origin_credit",
+    "syndication_hints",
+    "body",
+)
 
 
 def _url(name: str) -> str:
@@ -52,12 +62,14 @@ def run_page(name: str, folder: Path = PAGES_DIR) -> dict:
     return out
 
 
-CASES = [(d, p.name.removesuffix(".html")) for d in (PAGES_DIR, EXTRACT_DIR)
-         for p in sorted(d.glob("*.html"))]
+CASES = [
+    (d, p.name.removesuffix(".html"))
+    for d in (PAGES_DIR, EXTRACT_DIR)
+    for p in sorted(d.glob("*.html"))
+]
 
 
-@pytest.mark.parametrize(("folder", "name"), CASES,
-                         ids=[f"{d.name}/{n}" for d, n in CASES])
+@pytest.mark.parametrize(("folder", "name"), CASES, ids=[f"{d.name}/{n}" for d, n in CASES])
 def test_page_matches_golden_file(folder: Path, name: str) -> None:
     expected = json.loads((folder / f"{name}.expected.json").read_text(encoding="utf-8"))
     assert run_page(name, folder) == expected
@@ -79,7 +91,8 @@ def test_a_declared_article_made_of_linked_items_is_kept() -> None:
     declared = html.replace(
         '<meta property="og:type" content="website">',
         '<meta property="og:type" content="article">'
-        '<meta property="article:published_time" content="2025-04-02T08:00:00Z">')
+        '<meta property="article:published_time" content="2025-04-02T08:00:00Z">',
+    )
     record, reason, _ = extract_html(declared, "https://news.example.org/business/roundup")
     assert reason is None and record is not None
     assert "Ferry operator orders four electric boats" in record["body"]
@@ -119,40 +132,85 @@ def _dated(head: str = "", time_tag: str = "") -> dict:
 
 
 def _jsonld(date_published: str) -> str:
-    return ('<script type="application/ld+json">{"@type": "NewsArticle", '
-            f'"headline": "Harbour cranes return", "datePublished": "{date_published}"}}'
-            "</script>")
+    return (
+        '<script type="application/ld+json">{"@type": "NewsArticle", '
+        f'"headline": "Harbour cranes return", "datePublished": "{date_published}"}}'
+        "</script>"
+    )
 
 
 @pytest.mark.parametrize(
     ("head", "time_tag", "published", "published_at"),
     [
         # an offset: converted to UTC, while the date stays the publisher's local one
-        ('<meta property="article:published_time" content="2025-03-04T23:40:00-05:00">', "",
-         "2025-03-04", datetime(2025, 3, 5, 4, 40, tzinfo=UTC)),
-        (_jsonld("2025-03-04T08:15:30.250+01:00"), "",
-         "2025-03-04", datetime(2025, 3, 4, 7, 15, 30, 250000, tzinfo=UTC)),
-        (_jsonld("2025-03-04T08:15:30Z"), "", "2025-03-04", datetime(2025, 3, 4, 8, 15, 30,
-                                                                       tzinfo=UTC)),
-        ("", '<time class="entry-date published" datetime="2025-03-04T10:05:00+0530">4 March'
-             "</time>", "2025-03-04", datetime(2025, 3, 4, 4, 35, tzinfo=UTC)),
-        ('<meta name="date" content="Tue, 04 Mar 2025 10:05:00 +0100">' + _jsonld("2025-03-04"),
-         "", "2025-03-04", datetime(2025, 3, 4, 9, 5, tzinfo=UTC)),
+        (
+            '<meta property="article:published_time" content="2025-03-04T23:40:00-05:00">',
+            "",
+            "2025-03-04",
+            datetime(2025, 3, 5, 4, 40, tzinfo=UTC),
+        ),
+        (
+            _jsonld("2025-03-04T08:15:30.250+01:00"),
+            "",
+            "2025-03-04",
+            datetime(2025, 3, 4, 7, 15, 30, 250000, tzinfo=UTC),
+        ),
+        (
+            _jsonld("2025-03-04T08:15:30Z"),
+            "",
+            "2025-03-04",
+            datetime(2025, 3, 4, 8, 15, 30, tzinfo=UTC),
+        ),
+        (
+            "",
+            '<time class="entry-date published" datetime="2025-03-04T10:05:00+0530">4 March</time>',
+            "2025-03-04",
+            datetime(2025, 3, 4, 4, 35, tzinfo=UTC),
+        ),
+        (
+            '<meta name="date" content="Tue, 04 Mar 2025 10:05:00 +0100">' + _jsonld("2025-03-04"),
+            "",
+            "2025-03-04",
+            datetime(2025, 3, 4, 9, 5, tzinfo=UTC),
+        ),
         # the page's only <time>: the article's, once the declared date has no time
-        (_jsonld("2025-03-04"), '<time datetime="2025-03-04T10:05:00+01:00">4 March</time>',
-         "2025-03-04", datetime(2025, 3, 4, 9, 5, tzinfo=UTC)),
+        (
+            _jsonld("2025-03-04"),
+            '<time datetime="2025-03-04T10:05:00+01:00">4 March</time>',
+            "2025-03-04",
+            datetime(2025, 3, 4, 9, 5, tzinfo=UTC),
+        ),
         # a bare date, or midnight (how CMSs write a bare date): no time of day, never 00:00
         (_jsonld("2025-03-04"), "", "2025-03-04", None),
-        ('<meta property="article:published_time" content="2025-03-04T00:00:00+08:00">', "",
-         "2025-03-04", None),
+        (
+            '<meta property="article:published_time" content="2025-03-04T00:00:00+08:00">',
+            "",
+            "2025-03-04",
+            None,
+        ),
         # a time without an offset: no instant, and no zone is guessed
         (_jsonld("2025-03-04T08:15:30"), "", "2025-03-04", None),
-        ('<meta property="article:published_time" content="2025-03-04 08:15">', "",
-         "2025-03-04", None),
+        (
+            '<meta property="article:published_time" content="2025-03-04 08:15">',
+            "",
+            "2025-03-04",
+            None,
+        ),
         ("", '<time pubdate datetime="2025-03-04T08:15:00">4 March</time>', None, None),
     ],
-    ids=["meta-offset", "jsonld-offset", "jsonld-z", "time-tag", "rfc2822", "only-time-tag",
-         "date-only", "midnight", "jsonld-no-offset", "meta-no-offset", "time-no-offset"],
+    ids=[
+        "meta-offset",
+        "jsonld-offset",
+        "jsonld-z",
+        "time-tag",
+        "rfc2822",
+        "only-time-tag",
+        "date-only",
+        "midnight",
+        "jsonld-no-offset",
+        "meta-no-offset",
+        "time-no-offset",
+    ],
 )
 def test_published_at_is_utc_and_only_from_a_declared_time_with_offset(
     head: str, time_tag: str, published: str | None, published_at: datetime | None
@@ -169,10 +227,12 @@ def test_published_at_falls_back_to_a_later_declaration_of_the_same_date() -> No
     """A date-only JSON-LD value defers to a meta tag that has the time of that same day;
     a time of another day (an update, a related story) is not the publication time."""
     head = _jsonld("2025-03-04") + (
-        '<meta property="article:published_time" content="2025-03-04T09:30:00+01:00">')
+        '<meta property="article:published_time" content="2025-03-04T09:30:00+01:00">'
+    )
     assert _dated(head)["published_at"] == datetime(2025, 3, 4, 8, 30, tzinfo=UTC)
     head = _jsonld("2025-03-04") + (
-        '<meta property="article:published_time" content="2025-03-06T09:30:00+01:00">')
+        '<meta property="article:published_time" content="2025-03-06T09:30:00+01:00">'
+    )
     record = _dated(head)
     assert record["published"] == "2025-03-04" and record["published_at"] is None
 
@@ -184,18 +244,30 @@ def test_an_updated_time_tag_is_not_the_publication_time() -> None:
 
 def _pages(rows: list[dict]) -> pa.Table:
     now = datetime(2025, 1, 1, tzinfo=UTC)
-    full = [{"page_id": stable_id(r["url"]), "final_url": r["url"], "source": "test",
-             "status": 200, "content_type": "text/html", "fetched_at": now, "run_id": "r0",
-             **r} for r in rows]
+    full = [
+        {
+            "page_id": stable_id(r["url"]),
+            "final_url": r["url"],
+            "source": "test",
+            "status": 200,
+            "content_type": "text/html",
+            "fetched_at": now,
+            "run_id": "r0",
+            **r,
+        }
+        for r in rows
+    ]
     return pa.Table.from_pylist(full, schema=PAGES)
 
 
 def test_batch_outputs_contract_tables_and_rejects_empty_pages() -> None:
     html = (PAGES_DIR / "wire_ca.html").read_text(encoding="utf-8")
-    pages = _pages([
-        {"url": _url("wire_ca"), "html": html, "outlet": "Capital Courier"},
-        {"url": _url("empty"), "html": "   ", "outlet": None},
-    ])
+    pages = _pages(
+        [
+            {"url": _url("wire_ca"), "html": html, "outlet": "Capital Courier"},
+            {"url": _url("empty"), "html": "   ", "outlet": None},
+        ]
+    )
     articles, rejects = extract_batch(pages, "run-1")
     assert articles.schema == ARTICLES_CORE and rejects.schema == REJECTS
     assert articles.num_rows == 1
@@ -263,8 +335,10 @@ def test_batch_called_from_a_worker_thread_still_enforces_the_time_limit() -> No
 def update_golden_files() -> None:
     for folder, name in CASES:
         path = folder / f"{name}.expected.json"
-        path.write_text(json.dumps(run_page(name, folder), ensure_ascii=False, indent=2) + "\n",
-                        encoding="utf-8")
+        path.write_text(
+            json.dumps(run_page(name, folder), ensure_ascii=False, indent=2) + "\n",
+            encoding="utf-8",
+        )
         print(f"wrote {path}")
 
 

@@ -55,9 +55,16 @@ def httpserver_listen_address() -> tuple[str, int]:
 @pytest.fixture
 def settings(tmp_path: Path) -> FetchSettings:
     return FetchSettings(
-        connect_timeout=1.0, read_timeout=0.5, total_timeout=5.0, max_bytes=1_000_000,
-        retries=2, backoff=0.02, max_retry_after=0.3, per_host_delay_s=0.0,
-        allow_private_hosts={"127.0.0.1"}, host_state_dir=str(tmp_path / "hosts"),
+        connect_timeout=1.0,
+        read_timeout=0.5,
+        total_timeout=5.0,
+        max_bytes=1_000_000,
+        retries=2,
+        backoff=0.02,
+        max_retry_after=0.3,
+        per_host_delay_s=0.0,
+        allow_private_hosts={"127.0.0.1"},
+        host_state_dir=str(tmp_path / "hosts"),
         revisit_after_s=0.0,
     )
 
@@ -68,10 +75,18 @@ def server(httpserver: HTTPServer) -> HTTPServer:
     return httpserver
 
 
-def run(server: HTTPServer, settings: FetchSettings, tmp_path: Path, *paths: str,
-        state: dict | None = None, run_id: str = "r1", **shard_kw: object):
-    shard = Shard("shard1", "test", "urls", "Test Outlet", [server.url_for(p) for p in paths],
-                  **shard_kw)  # type: ignore[arg-type]
+def run(
+    server: HTTPServer,
+    settings: FetchSettings,
+    tmp_path: Path,
+    *paths: str,
+    state: dict | None = None,
+    run_id: str = "r1",
+    **shard_kw: object,
+):
+    shard = Shard(
+        "shard1", "test", "urls", "Test Outlet", [server.url_for(p) for p in paths], **shard_kw
+    )  # type: ignore[arg-type]
     return fetch_shard(shard, settings, state or {}, run_id, tmp_path / "archive")
 
 
@@ -101,9 +116,9 @@ def test_tables_have_declared_schemas(server, settings, tmp_path):
 
 def test_429_with_retry_after_is_honoured_and_capped(server, settings, tmp_path):
     server.expect_oneshot_request("/busy").respond_with_data(
-        "slow down", status=429, headers={"Retry-After": "30"})
-    server.expect_request("/busy").respond_with_data(HTML.format(t="B"),
-                                                     content_type="text/html")
+        "slow down", status=429, headers={"Retry-After": "30"}
+    )
+    server.expect_request("/busy").respond_with_data(HTML.format(t="B"), content_type="text/html")
     t0 = time.monotonic()
     res = run(server, settings, tmp_path, "/busy")
     took = time.monotonic() - t0
@@ -115,8 +130,7 @@ def test_429_with_retry_after_is_honoured_and_capped(server, settings, tmp_path)
 
 def test_500_then_200_retries(server, settings, tmp_path):
     server.expect_oneshot_request("/flaky").respond_with_data("oops", status=500)
-    server.expect_request("/flaky").respond_with_data(HTML.format(t="F"),
-                                                      content_type="text/html")
+    server.expect_request("/flaky").respond_with_data(HTML.format(t="F"), content_type="text/html")
     res = run(server, settings, tmp_path, "/flaky")
     assert res.fetches.column("attempts").to_pylist() == [2]
     assert res.pages.num_rows == 1
@@ -151,18 +165,19 @@ def test_slow_response_times_out(server, settings, tmp_path):
 
 
 def test_redirect_loop_detected(server, settings, tmp_path):
-    server.expect_request("/loop1").respond_with_data("", status=302,
-                                                      headers={"Location": "/loop2"})
-    server.expect_request("/loop2").respond_with_data("", status=301,
-                                                      headers={"Location": "/loop1"})
+    server.expect_request("/loop1").respond_with_data(
+        "", status=302, headers={"Location": "/loop2"}
+    )
+    server.expect_request("/loop2").respond_with_data(
+        "", status=301, headers={"Location": "/loop1"}
+    )
     res = run(server, settings, tmp_path, "/loop1")
     assert reasons(res) == {"loop1": "redirect_loop"}
 
 
 def test_redirect_followed_and_final_url_kept(server, settings, tmp_path):
     server.expect_request("/old").respond_with_data("", status=301, headers={"Location": "/new"})
-    server.expect_request("/new").respond_with_data(HTML.format(t="N"),
-                                                    content_type="text/html")
+    server.expect_request("/new").respond_with_data(HTML.format(t="N"), content_type="text/html")
     res = run(server, settings, tmp_path, "/old")
     page = res.pages.to_pylist()[0]
     assert page["url"].endswith("/old") and page["final_url"].endswith("/new")
@@ -177,11 +192,13 @@ def test_huge_streamed_body_stops_reading_early(server, settings, tmp_path):
             for _ in range(50):  # 50 MB, chunked (no Content-Length to refuse it up front)
                 produced.append(1)
                 yield b"<p>" + b"x" * (1_000_000 - 3)
+
         return Response(gen(), content_type="text/html")
 
     server.expect_request("/huge").respond_with_handler(huge)
     server.expect_request("/declared").respond_with_data(
-        "x", content_type="text/html", headers={"Content-Length": str(50_000_000)})
+        "x", content_type="text/html", headers={"Content-Length": str(50_000_000)}
+    )
     res = run(server, settings, tmp_path, "/huge")
     row = res.fetches.to_pylist()[0]
     assert row["reason"] == "too_large"
@@ -190,8 +207,7 @@ def test_huge_streamed_body_stops_reading_early(server, settings, tmp_path):
     assert res.pages.num_rows == 0
 
 
-def test_declared_content_length_too_large_is_refused_without_reading(server, settings,
-                                                                      tmp_path):
+def test_declared_content_length_too_large_is_refused_without_reading(server, settings, tmp_path):
     def declared(_req: Request) -> Response:
         r = Response(b"<html>" + b"x" * 100, content_type="text/html")
         r.headers["Content-Length"] = "50000000"
@@ -207,7 +223,8 @@ def test_gzip_bomb_refused(server, settings, tmp_path):
     bomb = gzip.compress(b"<html>" + b"\0" * 30_000_000, compresslevel=9)
     assert len(bomb) < 100_000
     server.expect_request("/bomb").respond_with_data(
-        bomb, content_type="text/html", headers={"Content-Encoding": "gzip"})
+        bomb, content_type="text/html", headers={"Content-Encoding": "gzip"}
+    )
     res = run(server, settings, tmp_path, "/bomb")
     row = res.fetches.to_pylist()[0]
     assert row["reason"] == "gzip_bomb"
@@ -216,22 +233,26 @@ def test_gzip_bomb_refused(server, settings, tmp_path):
 
 def test_gzip_page_decoded(server, settings, tmp_path):
     server.expect_request("/gz").respond_with_data(
-        gzip.compress(HTML.format(t="Zipped").encode()), content_type="text/html",
-        headers={"Content-Encoding": "gzip"})
+        gzip.compress(HTML.format(t="Zipped").encode()),
+        content_type="text/html",
+        headers={"Content-Encoding": "gzip"},
+    )
     res = run(server, settings, tmp_path, "/gz")
     assert "Zipped body text" in res.pages.column("html")[0].as_py()
 
 
 def test_windows_1251_page_declared_utf8_decodes_right(server, settings, tmp_path):
     server.expect_request("/ru").respond_with_data(
-        RUSSIAN.encode("cp1251"), content_type="text/html; charset=utf-8")
+        RUSSIAN.encode("cp1251"), content_type="text/html; charset=utf-8"
+    )
     res = run(server, settings, tmp_path, "/ru")
     assert "Правительство объявило" in res.pages.column("html")[0].as_py()
 
 
 def test_pdf_recorded_and_skipped(server, settings, tmp_path):
-    server.expect_request("/doc.pdf").respond_with_data(b"%PDF-1.7 ...",
-                                                        content_type="application/pdf")
+    server.expect_request("/doc.pdf").respond_with_data(
+        b"%PDF-1.7 ...", content_type="application/pdf"
+    )
     res = run(server, settings, tmp_path, "/doc.pdf")
     row = res.fetches.to_pylist()[0]
     assert row["reason"] == "content_type" and row["content_type"] == "application/pdf"
@@ -240,7 +261,8 @@ def test_pdf_recorded_and_skipped(server, settings, tmp_path):
 
 def test_robots_disallow_and_crawl_delay(httpserver, settings, tmp_path):
     httpserver.expect_request("/robots.txt").respond_with_data(
-        "User-agent: *\nDisallow: /private\nCrawl-delay: 0.3\n", content_type="text/plain")
+        "User-agent: *\nDisallow: /private\nCrawl-delay: 0.3\n", content_type="text/plain"
+    )
     times: list[float] = []
 
     def page(req: Request) -> Response:
@@ -263,8 +285,7 @@ def test_robots_disallow_and_crawl_delay(httpserver, settings, tmp_path):
 
 def test_robots_5xx_means_disallow_all(httpserver, settings, tmp_path):
     httpserver.expect_request("/robots.txt").respond_with_data("err", status=500)
-    httpserver.expect_request("/a").respond_with_data(HTML.format(t="A"),
-                                                      content_type="text/html")
+    httpserver.expect_request("/a").respond_with_data(HTML.format(t="A"), content_type="text/html")
     res = run(httpserver, settings, tmp_path, "/a")
     assert reasons(res) == {"a": "robots_unavailable"}
     assert "/a" not in paths_requested(httpserver)
@@ -281,8 +302,7 @@ def test_etag_and_last_modified_second_run_304(server, settings, tmp_path):
     def lm_page(req: Request) -> Response:
         if req.headers.get("If-Modified-Since") == lm:
             return Response(status=304)
-        return Response(HTML.format(t="L"), content_type="text/html",
-                        headers={"Last-Modified": lm})
+        return Response(HTML.format(t="L"), content_type="text/html", headers={"Last-Modified": lm})
 
     server.expect_request("/etag").respond_with_handler(etag_page)
     server.expect_request("/lm").respond_with_handler(lm_page)
@@ -300,23 +320,24 @@ def test_etag_and_last_modified_second_run_304(server, settings, tmp_path):
 
 
 def test_unchanged_body_without_validators_emits_no_page(server, settings, tmp_path):
-    server.expect_request("/same").respond_with_data(HTML.format(t="S"),
-                                                     content_type="text/html")
+    server.expect_request("/same").respond_with_data(HTML.format(t="S"), content_type="text/html")
     first = run(server, settings, tmp_path, "/same")
-    second = run(server, settings, tmp_path, "/same", state=state_dict(first.state),
-                 run_id="r2")
+    second = run(server, settings, tmp_path, "/same", state=state_dict(first.state), run_id="r2")
     assert reasons(second) == {"same": "unchanged"} and second.pages.num_rows == 0
     # unchanged pages back off: the revisit interval doubles (from the floor)
-    assert second.state.column("revisit_s")[0].as_py() >= first.state.column("revisit_s")[
-        0].as_py()
+    assert second.state.column("revisit_s")[0].as_py() >= first.state.column("revisit_s")[0].as_py()
 
 
 def test_not_due_makes_no_request(server, settings, tmp_path):
-    server.expect_request("/later").respond_with_data(HTML.format(t="x"),
-                                                      content_type="text/html")
+    server.expect_request("/later").respond_with_data(HTML.format(t="x"), content_type="text/html")
     url = server.url_for("/later")
-    state = {url: {"canonical_url": url, "next_due": utcnow() + timedelta(hours=1),
-                   "content_hash": "abc"}}
+    state = {
+        url: {
+            "canonical_url": url,
+            "next_due": utcnow() + timedelta(hours=1),
+            "content_hash": "abc",
+        }
+    }
     res = run(server, settings, tmp_path, "/later", state=state)
     assert reasons(res) == {"later": "not_due"}
     assert res.fetches.column("from_cache").to_pylist() == [True]
@@ -324,25 +345,38 @@ def test_not_due_makes_no_request(server, settings, tmp_path):
 
 
 def _verified(url: str, last_fetched, reason: str = "ok") -> dict:
-    return {url: {"canonical_url": url, "next_due": utcnow() - timedelta(minutes=1),
-                  "last_fetched": last_fetched, "last_reason": reason, "etag": '"v1"',
-                  "content_hash": "abc"}}
+    return {
+        url: {
+            "canonical_url": url,
+            "next_due": utcnow() - timedelta(minutes=1),
+            "last_fetched": last_fetched,
+            "last_reason": reason,
+            "etag": '"v1"',
+            "content_hash": "abc",
+        }
+    }
 
 
 def test_sitemap_lastmod_before_last_fetch_makes_no_request(server, settings, tmp_path):
-    server.expect_request("/kept").respond_with_data(HTML.format(t="x"),
-                                                     content_type="text/html")
+    server.expect_request("/kept").respond_with_data(HTML.format(t="x"), content_type="text/html")
     url = server.url_for("/kept")
     fetched = utcnow() - timedelta(hours=2)
-    res = run(server, settings, tmp_path, "/kept", state=_verified(url, fetched),
-              modified={url: (fetched - timedelta(days=1)).isoformat()})
+    res = run(
+        server,
+        settings,
+        tmp_path,
+        "/kept",
+        state=_verified(url, fetched),
+        modified={url: (fetched - timedelta(days=1)).isoformat()},
+    )
     assert reasons(res) == {"kept": "lastmod_unchanged"}
     assert res.fetches.column("from_cache").to_pylist() == [True]
     assert paths_requested(server) == [] and res.rejects.num_rows == 0
 
 
-@pytest.mark.parametrize("case", ["changed_after_fetch", "within_clock_slack",
-                                  "last_fetch_failed", "too_long_ago"])
+@pytest.mark.parametrize(
+    "case", ["changed_after_fetch", "within_clock_slack", "last_fetch_failed", "too_long_ago"]
+)
 def test_lastmod_does_not_skip_when_it_cannot_vouch(server, settings, tmp_path, case):
     """A newer lastmod (or one within clock-skew slack of our fetch), a copy we never
     verified, or a copy older than max_revisit_s: ask."""
@@ -359,8 +393,14 @@ def test_lastmod_does_not_skip_when_it_cannot_vouch(server, settings, tmp_path, 
         reason = "timeout"
     else:
         settings.max_revisit_s = 3600.0
-    res = run(server, settings, tmp_path, "/p", state=_verified(url, fetched, reason),
-              modified={url: lastmod.isoformat()})
+    res = run(
+        server,
+        settings,
+        tmp_path,
+        "/p",
+        state=_verified(url, fetched, reason),
+        modified={url: lastmod.isoformat()},
+    )
     assert reasons(res) == {"p": "ok"} and "/p" in paths_requested(server)
 
 
@@ -377,7 +417,8 @@ def test_ssrf_blocked_without_allow_list(server, settings, tmp_path):
 
 def test_ssrf_checked_on_every_redirect_hop(server, settings, tmp_path):
     server.expect_request("/jump").respond_with_data(
-        "", status=302, headers={"Location": "http://localhost:1/admin"})
+        "", status=302, headers={"Location": "http://localhost:1/admin"}
+    )
     res = run(server, settings, tmp_path, "/jump")
     assert reasons(res) == {"jump": "ssrf_blocked"}
 
@@ -428,20 +469,30 @@ def test_per_host_gate_holds_across_threads(server, settings, tmp_path):
     for i in range(6):
         server.expect_request(f"/p{i}").respond_with_handler(page)
     settings.per_host_delay_s = 0.15
-    shards = [Shard(f"s{k}", "t", "urls", None, [server.url_for(f"/p{i}")
-                                                 for i in range(k * 3, k * 3 + 3)])
-              for k in range(2)]
+    shards = [
+        Shard(
+            f"s{k}", "t", "urls", None, [server.url_for(f"/p{i}") for i in range(k * 3, k * 3 + 3)]
+        )
+        for k in range(2)
+    ]
     results = []
-    threads = [threading.Thread(target=lambda s=s: results.append(
-        fetch_shard(s, settings, {}, "par", tmp_path / "arch"))) for s in shards]
+    threads = [
+        threading.Thread(
+            target=lambda s=s: results.append(
+                fetch_shard(s, settings, {}, "par", tmp_path / "arch")
+            )
+        )
+        for s in shards
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert sum(r.pages.num_rows for r in results) == 6
     # the gate's own start stamps are exact: every start is a full delay after the one before
-    starts = sorted(t.timestamp() for r in results for t in r.pages.column("fetched_at")
-                    .to_pylist())
+    starts = sorted(
+        t.timestamp() for r in results for t in r.pages.column("fetched_at").to_pylist()
+    )
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert min(gaps) >= 0.15 * 0.99
     # arrivals timed by the in-process server carry scheduling jitter on a loaded machine (one
@@ -463,8 +514,10 @@ def test_html_dir_pages_use_canonical_or_file_uri(settings, tmp_path):
     d = tmp_path / "site"
     d.mkdir()
     (d / "a.html").write_text(HTML.format(t="A"), encoding="utf-8")
-    (d / "b.html").write_text('<html><head><link rel="canonical" href="https://ex.com/b">'
-                              "</head><body>B</body></html>", encoding="utf-8")
+    (d / "b.html").write_text(
+        '<html><head><link rel="canonical" href="https://ex.com/b"></head><body>B</body></html>',
+        encoding="utf-8",
+    )
     shard = Shard("s", "dir", "html_dir", "Dir", [str(d / "a.html"), str(d / "b.html")])
     res = fetch_shard(shard, settings, {}, "r", tmp_path / "arch")
     urls = sorted(res.pages.column("url").to_pylist())
@@ -483,11 +536,14 @@ def _cc_news_warc(path: Path) -> None:
             ("https://news.example/b", "text/html", HTML.format(t="WB"), "200 OK"),
         ]:
             data = body.encode()
-            http = StatusAndHeaders(status, [("Content-Type", ctype),
-                                             ("Content-Length", str(len(data)))],
-                                    protocol="HTTP/1.1")
-            w.write_record(w.create_warc_record(url, "response", payload=io.BytesIO(data),
-                                                http_headers=http))
+            http = StatusAndHeaders(
+                status,
+                [("Content-Type", ctype), ("Content-Length", str(len(data)))],
+                protocol="HTTP/1.1",
+            )
+            w.write_record(
+                w.create_warc_record(url, "response", payload=io.BytesIO(data), http_headers=http)
+            )
 
 
 def test_warc_source_streams_response_records(settings, tmp_path):
@@ -495,10 +551,11 @@ def test_warc_source_streams_response_records(settings, tmp_path):
     _cc_news_warc(path)
     shard = Shard("s", "ccnews", "warc", "CC", [str(path)])
     res = fetch_shard(shard, settings, {}, "r", tmp_path / "arch")
-    assert sorted(res.pages.column("url").to_pylist()) == ["https://news.example/a",
-                                                           "https://news.example/b"]
-    assert reasons(res) == {"a": "ok", "logo.png": "content_type", "gone": "http_error",
-                            "b": "ok"}
+    assert sorted(res.pages.column("url").to_pylist()) == [
+        "https://news.example/a",
+        "https://news.example/b",
+    ]
+    assert reasons(res) == {"a": "ok", "logo.png": "content_type", "gone": "http_error", "b": "ok"}
     assert set(res.pages.column("source").to_pylist()) == {"ccnews"}
     assert res.warc_index.num_rows == 2
 
@@ -506,8 +563,13 @@ def test_warc_source_streams_response_records(settings, tmp_path):
 def test_jsonl_source_yields_articles(settings, tmp_path):
     path = tmp_path / "articles.jsonl"
     lines = [
-        {"url": "https://ex.com/1", "title": "One", "text": "Body one.",
-         "published": "2026-11-20T10:00:00Z", "authors": "Ann"},
+        {
+            "url": "https://ex.com/1",
+            "title": "One",
+            "text": "Body one.",
+            "published": "2026-11-20T10:00:00Z",
+            "authors": "Ann",
+        },
         {"url": "https://ex.com/2", "title": "Two", "text": "Body two.", "language": "de"},
         {"title": "no url"},
     ]
@@ -537,25 +599,36 @@ def test_big_warc_and_jsonl_split_into_seekable_shards(settings, tmp_path):
         w = WARCWriter(f, gzip=True)
         for i in range(7):
             data = HTML.format(t=f"W{i}").encode()
-            http = StatusAndHeaders("200 OK", [("Content-Type", "text/html")],
-                                    protocol="HTTP/1.1")
-            w.write_record(w.create_warc_record(f"https://ex.com/{i}", "request",
-                                                payload=io.BytesIO(b"GET / HTTP/1.1\r\n\r\n")))
-            w.write_record(w.create_warc_record(f"https://ex.com/{i}", "response",
-                                                payload=io.BytesIO(data), http_headers=http))
+            http = StatusAndHeaders("200 OK", [("Content-Type", "text/html")], protocol="HTTP/1.1")
+            w.write_record(
+                w.create_warc_record(
+                    f"https://ex.com/{i}", "request", payload=io.BytesIO(b"GET / HTTP/1.1\r\n\r\n")
+                )
+            )
+            w.write_record(
+                w.create_warc_record(
+                    f"https://ex.com/{i}", "response", payload=io.BytesIO(data), http_headers=http
+                )
+            )
     jsonl = tmp_path / "big.jsonl"
-    jsonl.write_text("".join(json.dumps({"url": f"https://ex.com/j{i}", "text": f"T{i}"}) + "\n"
-                             for i in range(5)), encoding="utf-8")
+    jsonl.write_text(
+        "".join(
+            json.dumps({"url": f"https://ex.com/j{i}", "text": f"T{i}"}) + "\n" for i in range(5)
+        ),
+        encoding="utf-8",
+    )
     settings.split_files_over_bytes = 0
     settings.file_shard_records = 3
-    shards, _ = discover([Source("w", "warc", str(warc)), Source("j", "jsonl", str(jsonl))],
-                         settings)
+    shards, _ = discover(
+        [Source("w", "warc", str(warc)), Source("j", "jsonl", str(jsonl))], settings
+    )
     assert [s.kind for s in shards] == ["warc", "warc", "warc", "jsonl", "jsonl"]
     results = [fetch_shard(s, settings, {}, "r", tmp_path / "arch") for s in shards]
     pages = [u for r in results for u in r.pages.column("url").to_pylist()]
     assert sorted(pages) == sorted(f"https://ex.com/{i}" for i in range(7))
-    arts = [u for r in results if r.articles is not None
-            for u in r.articles.column("url").to_pylist()]
+    arts = [
+        u for r in results if r.articles is not None for u in r.articles.column("url").to_pylist()
+    ]
     assert sorted(arts) == [f"https://ex.com/j{i}" for i in range(5)]
 
 
@@ -563,7 +636,8 @@ def test_too_many_redirects(server, settings, tmp_path):
     settings.max_redirects = 2
     for i in range(4):
         server.expect_request(f"/hop{i}").respond_with_data(
-            "", status=302, headers={"Location": f"/hop{i + 1}"})
+            "", status=302, headers={"Location": f"/hop{i + 1}"}
+        )
     res = run(server, settings, tmp_path, "/hop0")
     assert reasons(res) == {"hop0": "too_many_redirects"}
     assert res.fetches.column("redirects").to_pylist() == [2]
@@ -577,7 +651,8 @@ def test_raw_deflate_and_retry_after_date(server, settings, tmp_path):
     comp = zlib.compressobj(wbits=-15)
     raw = comp.compress(HTML.format(t="Deflated").encode()) + comp.flush()
     server.expect_request("/deflate").respond_with_data(
-        raw, content_type="text/html", headers={"Content-Encoding": "deflate"})
+        raw, content_type="text/html", headers={"Content-Encoding": "deflate"}
+    )
     res = run(server, settings, tmp_path, "/deflate")
     assert "Deflated body text" in res.pages.column("html")[0].as_py()
     assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 10) == 0.0  # in the past
@@ -586,8 +661,9 @@ def test_raw_deflate_and_retry_after_date(server, settings, tmp_path):
 
 def test_5xx_body_is_archived_but_no_page(server, settings, tmp_path):
     settings.retries = 0
-    server.expect_request("/err").respond_with_data("<html>oops</html>", status=500,
-                                                    content_type="text/html")
+    server.expect_request("/err").respond_with_data(
+        "<html>oops</html>", status=500, content_type="text/html"
+    )
     res = run(server, settings, tmp_path, "/err")
     assert res.pages.num_rows == 0 and res.warc_index.column("status").to_pylist() == [500]
     assert res.fetches.column("warc_file").to_pylist()[0] is not None
@@ -618,8 +694,12 @@ def test_unchanged_warc_slice_is_not_read_again(settings, tmp_path):
     os.utime(path, ns=(1, 1))
     third = fetch_shard(shard, settings, state, "r3", tmp_path / "arch")
     assert third.pages.num_rows == 0
-    assert reasons(third) == {"a": "unchanged", "logo.png": "content_type",
-                              "gone": "http_error", "b": "unchanged"}
+    assert reasons(third) == {
+        "a": "unchanged",
+        "logo.png": "content_type",
+        "gone": "http_error",
+        "b": "unchanged",
+    }
 
 
 def asked_ever(site, suffix: str) -> set[str]:
@@ -639,13 +719,16 @@ def test_demo_rerun_requests_only_what_the_sitemap_says_changed(tmp_path):
     with DemoSite(port=0) as site:
         (tmp_path / "sources.yaml").write_text(sources_yaml(site.base_url), encoding="utf-8")
         sources, settings = load_sources(tmp_path / "sources.yaml")
-        settings = replace(settings, host_state_dir=str(tmp_path / "hosts"),
-                           cache_dir=str(tmp_path / "cache"))  # as the flow sets it
+        settings = replace(
+            settings, host_state_dir=str(tmp_path / "hosts"), cache_dir=str(tmp_path / "cache")
+        )  # as the flow sets it
 
         def visit(state: dict, run_id: str) -> tuple[dict, dict[str, str]]:
             shards, _ = discover(sources, settings, run_id=run_id)
-            results = [fetch_shard(s, settings, shard_state(s, state), run_id,
-                                   tmp_path / "arch") for s in shards]
+            results = [
+                fetch_shard(s, settings, shard_state(s, state), run_id, tmp_path / "arch")
+                for s in shards
+            ]
             new = dict(state)
             for r in results:
                 new.update(state_dict(r.state))
@@ -659,13 +742,17 @@ def test_demo_rerun_requests_only_what_the_sitemap_says_changed(tmp_path):
         n_before = len(site.requests)
         _, second = visit(state, "r2")
         asked = {p for _, p in site.requests[n_before:]}
-        children = {p: httpx.get(site.url(p)).text for p in asked_ever(site, ".xml")
-                    if p.startswith("/sitemaps/")}
+        children = {
+            p: httpx.get(site.url(p)).text
+            for p in asked_ever(site, ".xml")
+            if p.startswith("/sitemaps/")
+        }
     # listings: robots.txt is reused (< 24 h), the index is asked, and of its children only
     # those that list the edited page (their index <lastmod> moved) are read again
     assert "/robots.txt" not in asked and "/sitemap.xml" in asked
-    assert {p for p in children if p in asked} == {p for p, text in children.items()
-                                                  if edited in text}
+    assert {p for p in children if p in asked} == {
+        p for p, text in children.items() if edited in text
+    }
     assert second[edited] == "ok"
     assert set(second.values()) == {"ok", "lastmod_unchanged", "not_modified"}
     skipped = [u for u, r in second.items() if r == "lastmod_unchanged"]

@@ -47,16 +47,21 @@ class Publisher:
 
 
 def _index(child_url: str, lastmod: str) -> str:
-    return ('<?xml version="1.0" encoding="UTF-8"?>'
-            '<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
-            f"<sitemap><loc>{child_url}</loc><lastmod>{lastmod}</lastmod></sitemap>"
-            "</sitemapindex>")
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+        f"<sitemap><loc>{child_url}</loc><lastmod>{lastmod}</lastmod></sitemap>"
+        "</sitemapindex>"
+    )
 
 
 def _urlset(*locs: str) -> str:
-    return ('<?xml version="1.0" encoding="UTF-8"?>'
-            '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
-            + "".join(f"<url><loc>{u}</loc></url>" for u in locs) + "</urlset>")
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+        + "".join(f"<url><loc>{u}</loc></url>" for u in locs)
+        + "</urlset>"
+    )
 
 
 RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>
@@ -68,8 +73,10 @@ RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>
 def pub(httpserver: HTTPServer) -> Publisher:
     p = Publisher(httpserver)
     p.docs["/robots.txt"] = ("User-agent: *\nDisallow: /private/\n", "text/plain")
-    p.docs["/sitemap.xml"] = (_index(p.url("/child.xml"), "2026-01-01T00:00:00+00:00"),
-                              "application/xml")
+    p.docs["/sitemap.xml"] = (
+        _index(p.url("/child.xml"), "2026-01-01T00:00:00+00:00"),
+        "application/xml",
+    )
     p.docs["/child.xml"] = (_urlset(p.url("/news/a"), p.url("/news/b")), "application/xml")
     p.docs["/feed.xml"] = (RSS, "application/rss+xml")
     return p
@@ -77,29 +84,39 @@ def pub(httpserver: HTTPServer) -> Publisher:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> FetchSettings:
-    return FetchSettings(connect_timeout=1, read_timeout=1, total_timeout=5, retries=0,
-                         per_host_delay_s=0.0, allow_private_hosts={"127.0.0.1"},
-                         host_state_dir=str(tmp_path / "hosts"),
-                         cache_dir=str(tmp_path / "cache"))
+    return FetchSettings(
+        connect_timeout=1,
+        read_timeout=1,
+        total_timeout=5,
+        retries=0,
+        per_host_delay_s=0.0,
+        allow_private_hosts={"127.0.0.1"},
+        host_state_dir=str(tmp_path / "hosts"),
+        cache_dir=str(tmp_path / "cache"),
+    )
 
 
 def _sources(pub: Publisher) -> list[Source]:
-    return [Source("map", "sitemap", pub.url("/sitemap.xml")),
-            Source("feed", "feed", pub.url("/feed.xml"))]
+    return [
+        Source("map", "sitemap", pub.url("/sitemap.xml")),
+        Source("feed", "feed", pub.url("/feed.xml")),
+    ]
 
 
 def _urls(shards) -> list[str]:
     return sorted(u for s in shards for u in s.items)
 
 
-def test_unchanged_rerun_asks_listings_conditionally_and_skips_robots_and_children(pub,
-                                                                                   settings):
+def test_unchanged_rerun_asks_listings_conditionally_and_skips_robots_and_children(pub, settings):
     first, _ = discover(_sources(pub), settings, run_id="r1")
     assert pub.paths() == ["/child.xml", "/feed.xml", "/robots.txt", "/sitemap.xml"]
     pub.seen.clear()
     second, log = discover(_sources(pub), settings, run_id="r2")
-    assert _urls(second) == _urls(first) == sorted(
-        [pub.url("/news/a"), pub.url("/news/b"), pub.url("/news/from-feed")])
+    assert (
+        _urls(second)
+        == _urls(first)
+        == sorted([pub.url("/news/a"), pub.url("/news/b"), pub.url("/news/from-feed")])
+    )
     # robots.txt is fresh (< 24 h) and the child predates our copy: neither is asked for;
     # the index and the feed are asked with their ETags and answered 304
     assert pub.paths() == ["/feed.xml", "/sitemap.xml"]
@@ -111,8 +128,10 @@ def test_newer_index_lastmod_refetches_the_child_and_finds_its_new_page(pub, set
     discover(_sources(pub), settings, run_id="r1")
     later = (datetime.now(UTC) + timedelta(minutes=10)).isoformat(timespec="seconds")
     pub.docs["/sitemap.xml"] = (_index(pub.url("/child.xml"), later), "application/xml")
-    pub.docs["/child.xml"] = (_urlset(pub.url("/news/a"), pub.url("/news/b"),
-                                      pub.url("/news/c")), "application/xml")
+    pub.docs["/child.xml"] = (
+        _urlset(pub.url("/news/a"), pub.url("/news/b"), pub.url("/news/c")),
+        "application/xml",
+    )
     pub.seen.clear()
     shards, _ = discover(_sources(pub), settings, run_id="r2")
     assert pub.url("/news/c") in _urls(shards)

@@ -153,8 +153,9 @@ class DemoSite:
     disallowed by robots.txt was never fetched.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-                 site_dir: Path | None = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, site_dir: Path | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.site_dir = (site_dir or SITE_DIR).resolve()
@@ -180,9 +181,12 @@ class DemoSite:
             return self
         self._httpd = _DemoHTTPServer((self.host, self.port), self)
         self.port = int(self._httpd.server_address[1])
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.1},
-                                        name=f"newsflow-demo-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"newsflow-demo-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -200,8 +204,12 @@ class DemoSite:
     def __enter__(self) -> DemoSite:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     # --- test helpers ----------------------------------------------------------------------
@@ -275,8 +283,11 @@ class DemoSite:
                 if not (target.is_relative_to(self.site_dir) and target.is_file()):
                     continue
                 text = target.read_bytes().replace(PLACEHOLDER.encode(), self.base_url.encode())
-                times = [when for path, (_, when) in edits.items()
-                         if f"<loc>{self.base_url}{path}</loc>".encode() in text]
+                times = [
+                    when
+                    for path, (_, when) in edits.items()
+                    if f"<loc>{self.base_url}{path}</loc>".encode() in text
+                ]
                 if times:
                     data = self._stamp(data, m.group(0), max(times))
         return data, mtime
@@ -285,8 +296,11 @@ class DemoSite:
     def _stamp(data: bytes, loc: bytes, when: float) -> bytes:
         """Set the ``<lastmod>`` that follows ``loc`` to ``when``."""
         tag = f"<lastmod>{datetime.fromtimestamp(when, UTC).isoformat(timespec='seconds')}"
-        return re.sub(re.escape(loc) + rb"(\s*)<lastmod>[^<]*</lastmod>",
-                      lambda m: loc + m.group(1) + tag.encode() + b"</lastmod>", data)
+        return re.sub(
+            re.escape(loc) + rb"(\s*)<lastmod>[^<]*</lastmod>",
+            lambda m: loc + m.group(1) + tag.encode() + b"</lastmod>",
+            data,
+        )
 
 
 def sources_yaml(base_url: str) -> str:
