@@ -152,3 +152,52 @@ def test_a_staged_table_larger_than_a_row_group_arrives_whole(tmp_path):
     stats = wh.load(con, {"articles": [articles], "dedup_bands": files}, run_id="r1")
     assert stats.inserted["dedup_bands"] == 2 * n
     assert con.execute("SELECT count(*) FROM dedup_bands").fetchone()[0] == 2 * n
+
+
+def _related_inputs(run_id: str) -> dict[str, list[pa.Table]]:
+    """60 articles in 20 stories of 3 copies; each story names its own people and a shared
+    topic name with its neighbours, so every article has candidates in other stories."""
+    from tasks.enrich import ARTICLE_ENTITIES
+
+    bodies = {f"http://r.test/{i}": f"Story {i // 3}, copy {i % 3}." for i in range(60)}
+    arts = _articles(run_id, bodies)
+    url_to_story = {u: int(u.rsplit("/", 1)[1]) // 3 for u in bodies}
+    arts = arts.set_column(
+        arts.schema.get_field_index("cluster_id"),
+        "cluster_id",
+        pa.array([f"c{url_to_story[u]}" for u in arts.column("url").to_pylist()]),
+    )
+    rows = []
+    pairs = zip(arts.column("article_id").to_pylist(), arts.column("url").to_pylist(), strict=True)
+    for aid, url in pairs:
+        s = url_to_story[url]
+        for name in (f"person-{s}", f"topic-{s // 2}", f"topic-{(s + 1) // 2}", "place-x"):
+            rows.append({"article_id": aid, "entity_id": name, "mention": name, "run_id": run_id})
+    ents = pa.Table.from_pylist(rows, schema=ARTICLE_ENTITIES)
+    return {"articles": [arts], "article_entities": [ents]}
+
+
+def test_related_articles_same_in_slices_and_never_within_a_story(tmp_path, monkeypatch):
+    import warehouse.store as store
+
+    got = {}
+    for chunk in (1000, 7):  # one slice, then nine
+        monkeypatch.setattr(store, "RELATED_CHUNK", chunk)
+        wh = Warehouse(tmp_path / str(chunk))
+        con = wh.connect()
+        stats = wh.load(con, _related_inputs("r1"), run_id="r1")
+        assert stats.inserted["related_articles"] > 0
+        got[chunk] = con.execute(
+            "SELECT article_id, related_article_id, rank, score, shared "
+            "FROM related_articles ORDER BY ALL"
+        ).fetchall()
+        same_story = con.execute(
+            "SELECT count(*) FROM related_articles r "
+            "JOIN articles a USING (article_id) "
+            "JOIN articles b ON b.article_id = r.related_article_id "
+            "WHERE a.cluster_id = b.cluster_id"
+        ).fetchone()[0]
+        assert same_story == 0
+        con.close()
+    assert got[1000] == got[7]
+    assert {r[2] for r in got[7]} <= {1, 2, 3, 4, 5}
