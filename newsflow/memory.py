@@ -66,7 +66,7 @@ def release_free_memory() -> bool:
 
 
 class PhaseLog:
-    """Peak and current RSS of this process per flow phase, appended to a file.
+    """Peak and current RSS (and CPU seconds) of this process per flow phase, to a file.
 
     "Peak memory flat as pages grow" is a claim about phases (reading the run's clean
     articles, dedup, checks, load), and a tree-wide sampler only sees the sum. With the
@@ -79,6 +79,7 @@ class PhaseLog:
     def __init__(self, path: str | None = None) -> None:
         self.path = path if path is not None else os.environ.get("NEWSFLOW_MEMLOG")
         self.phase = "start"
+        self._cpu = time.process_time()
         if self.path:
             self._reset_peak()
 
@@ -111,11 +112,14 @@ class PhaseLog:
 
         st = self._status()
         arrow_mb = pa.total_allocated_bytes() // 2**20
+        cpu = time.process_time()
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(
                 f"{time.time():.1f}\t{self.phase}\tpeak_mb={st.get('VmHWM', -1)}\t"
-                f"rss_at_end_mb={st.get('VmRSS', -1)}\tarrow_mb={arrow_mb}\n"
+                f"rss_at_end_mb={st.get('VmRSS', -1)}\tarrow_mb={arrow_mb}\t"
+                f"cpu_s={cpu - self._cpu:.1f}\n"
             )
+        self._cpu = cpu
         self.phase = phase
         self._reset_peak()
 
