@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from datetime import date
 from functools import cache
 from pathlib import Path
+from re import _constants as _sre
+from re import _parser as _sre_parse
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,6 +40,69 @@ DUP_MIN_CHARS = 80  # shorter repeats are legitimate (code lines, refrains, list
 # ------------------------------------------------------------------------------ patterns
 _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
+_WORDS = re.compile(r"\w+")
+_LINE_BREAKS = re.compile(r"\n\s*\n|\n")
+_DECORATION = " \t*•·-–—|>»:()[]"
+_GROUPREFS = (_sre.GROUPREF, _sre.GROUPREF_IGNORE, _sre.GROUPREF_EXISTS)
+
+
+def _union(patterns: Iterable[str], suffix: str = "") -> str:
+    """Regex source of the alternatives, each grouped so that a `|` inside one stays inside."""
+    return "|".join(f"(?:{p}){suffix}" for p in patterns)
+
+
+def _refers_to_groups(node: Any) -> bool:
+    """Back-references and conditionals count groups across the whole union: keep it whole."""
+    if isinstance(node, tuple) and node and any(node[0] is op for op in _GROUPREFS):
+        return True
+    if isinstance(node, tuple | list | _sre_parse.SubPattern):
+        return any(_refers_to_groups(x) for x in node)
+    return False
+
+
+def _leads_with_any(pattern: str) -> bool:
+    """Only a greedy `.*` opening the whole pattern lets `.*X` run as a search for `X\\Z`.
+
+    A top-level `|` would parse as one branch here (a `.*` item never compares equal, so the
+    parser cannot factor it out of several branches).
+    """
+    if not pattern.startswith(".*"):
+        return False
+    items = _sre_parse.parse(pattern, re.IGNORECASE)
+    op, av = items[0]
+    return (
+        op is _sre.MAX_REPEAT
+        and av[:2] == (0, _sre.MAXREPEAT)
+        and list(av[2]) == [(_sre.ANY, None)]
+    )
+
+
+class LineRule:
+    """Case-insensitive alternatives that must match a whole line, as one union would.
+
+    Why: a `.*`-led alternative makes a fullmatch of the union rescan the line from every
+    position for every short line (most of the clean stage's time). `.*X` must match a whole
+    line exactly when `X\\Z` is found somewhere in it (a line has no newline), so those run as
+    one search and the rest as a plain union. Empty lines, lines with a newline and rule sets
+    with back-references (a split union would renumber their groups) use the plain union.
+    """
+
+    def __init__(self, patterns: list[str]) -> None:
+        self.union = re.compile(_union(patterns), re.IGNORECASE)
+        self._split = not any(
+            _refers_to_groups(_sre_parse.parse(p, re.IGNORECASE)) for p in patterns
+        )
+        anywhere = [p[2:] for p in patterns if self._split and _leads_with_any(p)]
+        anchored = [p for p in patterns if not (self._split and _leads_with_any(p))]
+        self._anchored = re.compile(_union(anchored), re.IGNORECASE) if anchored else None
+        self._search = re.compile(_union(anywhere, r"\Z"), re.IGNORECASE) if anywhere else None
+
+    def fullmatch(self, line: str) -> bool:
+        if not self._split or not line or "\n" in line:
+            return bool(self.union.fullmatch(line))
+        if self._anchored is not None and self._anchored.fullmatch(line):
+            return True
+        return self._search is not None and bool(self._search.search(line))
 
 
 def _glued(starts: list[str] | None) -> re.Pattern[str] | None:
@@ -53,7 +118,7 @@ def junk_rules() -> dict[str, Any]:
     """Compile the YAML junk patterns once per process."""
     raw = yaml.safe_load((DATA / "junk_patterns.yaml").read_text(encoding="utf-8"))
 
-    def union(groups: Any) -> re.Pattern[str] | None:
+    def union(groups: Any) -> LineRule | None:
         pats: list[str] = []
         if isinstance(groups, dict):
             for lst in groups.values():
@@ -62,7 +127,7 @@ def junk_rules() -> dict[str, Any]:
             pats.extend(groups)
         if not pats:
             return None
-        return re.compile("|".join(f"(?:{p})" for p in pats), re.IGNORECASE)
+        return LineRule(pats)
 
     return {
         "max_words": int(raw.get("max_words", 30)),
@@ -86,14 +151,17 @@ def normalize_text(text: str) -> str:
 
 def _fold(text: str) -> str:
     """Comparison key: case-folded word characters (punctuation and quotes vary across copies)."""
-    return " ".join(re.findall(r"\w+", unicodedata.normalize("NFKC", text).casefold()))
+    return " ".join(_WORDS.findall(unicodedata.normalize("NFKC", text).casefold()))
 
 
-def _fullmatch(pattern: re.Pattern[str] | None, line: str) -> bool:
+def _fullmatch(rule: LineRule | None, line: str) -> bool:
     """Match the whole line, with or without its bullets/decoration."""
-    if pattern is None:
+    if rule is None:
         return False
-    return bool(pattern.fullmatch(line) or pattern.fullmatch(line.strip(" \t*•·-–—|>»:()[]")))
+    if rule.fullmatch(line):
+        return True
+    bare = line.strip(_DECORATION)
+    return bare != line and rule.fullmatch(bare)
 
 
 def _word_count(line: str) -> int:
@@ -189,7 +257,7 @@ def clean_body(
 ) -> tuple[str, str | None]:
     """Drop junk lines and a repeated headline; returns (body, origin_credit)."""
     rules = junk_rules()
-    lines = [normalize_text(x) for x in re.split(r"\n\s*\n|\n", body or "")]
+    lines = [normalize_text(x) for x in _LINE_BREAKS.split(body or "")]
     lines = split_glued_credits([x for x in lines if x])
     credit, headline, drop_idx = find_credit(lines, own_keys)
     lines, agency = strip_dateline(lines, own_keys)
@@ -521,18 +589,21 @@ def _host(url: str | None) -> str:
 # Aggregators glue teaser links and donation appeals onto the end of a real paragraph (the
 # seed page's "... Read also: <headline> We've been working hard ... Consider supporting X.").
 # Such a tail is junk wherever it sits, so the paragraph is cut where it starts.
-_INLINE_TAIL = re.compile(
-    r"\s*(?:Read also|Read more|Lesen Sie auch|Lire aussi|Lea también)\s*:.*$"
-    r"|\s*We['’]ve been working hard to bring you.*$"
-    r"|\s*Consider supporting [^.\n]*\.?\s*$",
-    re.IGNORECASE,
+_INLINE_TAILS = (
+    r"(?:Read also|Read more|Lesen Sie auch|Lire aussi|Lea también)\s*:.*$",
+    r"We['’]ve been working hard to bring you.*$",
+    r"Consider supporting [^.\n]*\.?\s*$",
 )
+_INLINE_TAIL = re.compile("|".join(rf"\s*{t}" for t in _INLINE_TAILS), re.IGNORECASE)
+# Where _INLINE_TAIL matches, one of the phrases starts: a cheap test that skips the sub on
+# paragraphs without any (nearly all of them), since the leading \s* makes the sub slow.
+_INLINE_HINT = re.compile(_union(_INLINE_TAILS), re.IGNORECASE)
 
 
 def _strip_inline_junk(body: str) -> str:
     out = []
     for para in body.split("\n"):
-        cut = _INLINE_TAIL.sub("", para)
+        cut = _INLINE_TAIL.sub("", para) if _INLINE_HINT.search(para) else para
         if cut.strip() or not para.strip():
             out.append(cut)
     return "\n".join(out)

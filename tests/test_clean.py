@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -13,8 +14,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tasks.clean import (  # noqa: E402
+    LineRule,
     clean_batch,
     clean_record,
+    junk_rules,
     split_authors,
     strip_site_name,
 )
@@ -240,3 +243,92 @@ def test_clean_batch_keeps_the_contract_schema_and_reports_rejects() -> None:
     assert kept.column("published")[0].as_py() == date(2025, 3, 4)
     rej = rejects.to_pylist()[0]
     assert (rej["item_id"], rej["reason"], rej["stage"]) == ("a2", "empty_after_clean", "clean")
+
+
+# Lines that probe how LineRule evaluates rules: phrases at the start, in the middle and at the
+# end, case variants (including the Unicode ones re folds: long s, Kelvin sign, dotless i),
+# decoration, newlines, empty and letterless lines.
+_PROBES = [
+    "",
+    "--",
+    "• • •",
+    "Read also: Bridge closed again",
+    "READ ALSO: BRIDGE CLOSED AGAIN",
+    "Lesen Sie auch: Warum die Brücke gesperrt ist",
+    "Photo: Reuters/John Doe",
+    "(Photo by Jane Roe)",
+    "Sign up for our newsletter to get the morning briefing.",
+    "Get the morning briefing: subscribe to one of our newsletters today",
+    "Subscribe to the newsletter\nand more",
+    "This page is powered by Example.",
+    "Powered by wind, the ferry crosses the bay in an hour.",
+    "Diese Seite enthält Affiliate-Links.",
+    "[LIVE] | ",
+    "Comments (12)",
+    "By Anna Koval and Petro Lys",
+    "Updated: 22.04.2024, 06:00 Uhr",
+    "2024年4月22日 06:00",
+    "関連記事: 橋が再び閉鎖",
+    "会員登録はこちら",
+    "Reuters 12.03.2024",
+    "Chapters, selected",
+    "ſign up for our newſletter",
+    "\u212aommentare",
+    "ıf you enjoyed this story, please subscribe",
+    "readMore:",
+    "Advertisement",
+    "advertisement\n",
+    "Noticias relacionadas con el puente",
+    "Related stories",
+    "More stories from Example Times",
+    "- 12/50 The bridge at night",
+    PROSE,
+]
+
+
+@pytest.mark.parametrize("kind", ["drop_line", "drop_any", "cut_tail"])
+def test_line_rules_answer_exactly_as_their_plain_union(kind: str) -> None:
+    rule = junk_rules()[kind]
+    lines = [v for p in _PROBES for v in (p, p.upper(), p.lower(), f"» {p} «", f"x {p}")]
+    got = [rule.fullmatch(x) for x in lines]
+    assert got == [bool(rule.union.fullmatch(x)) for x in lines]
+    assert any(got) and not all(got)
+
+
+@pytest.mark.parametrize(
+    "patterns",
+    [
+        # `.*`-led rules become searches; the others are grouped by their first character
+        [r".*\bfoo\b.*", r".*bar", r"(?-i:[a-z]+)X", r"[^a]bc", r"\W*", r"(?:ab)?cd", "ſtop", "k"],
+        [r".*a|.*b", r".*", r"\d+ min", r"(?i:x)y", r"(?=q)\w+", r"(?<=^)z"],
+        # back-references count groups across the union: such a set is evaluated whole
+        [r"(a)b", r"(\w)\1+", r".*\bfoo\b.*", r"(x)?(?(1)y|z)"],
+    ],
+)
+def test_line_rule_is_the_union_of_its_patterns(patterns: list[str]) -> None:
+    union = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+    rule = LineRule(patterns)
+    words = ["", "foo", "afoob", "a foo b", "bar", "barx", "abcX", "ABCX", "bbc", "abc", "cd"]
+    words += ["abcd", "stop", "STOP", "\u212a", "K", "kk", "aa", "xy", "Xy", "xY", "z", "y"]
+    words += ["xz", "q1", "12 min", "--", "foo\nbar", "x\nfoo", "bar\n", "\nbar", "a\nb"]
+    lines = words + [f"{a} {b}" for a in words[:12] for b in words[:12]]
+    assert [rule.fullmatch(x) for x in lines] == [bool(union.fullmatch(x)) for x in lines]
+
+
+def test_a_phrase_rule_led_by_dot_star_drops_the_phrase_anywhere_within_its_reach() -> None:
+    mid = "Get the morning briefing: subscribe to one of our newsletters today"
+    far = (
+        "Readers subscribe to the weekly printed bulletin, the district magazine or the newsletters"
+    )
+    end = "This page is powered by Example."
+    not_end = "Powered by wind, the ferry crosses the bay in an hour."
+    body = "\n\n".join([PROSE, mid, far, end, not_end])
+    cleaned, _ = clean_record(_record(body))
+    assert cleaned["body"].split("\n\n") == [PROSE, far, not_end]
+
+
+def test_inline_teaser_tails_are_cut_whatever_their_case() -> None:
+    second = "THE WORKS START IN MAY."
+    body = f"{PROSE} READ ALSO: Bridge closed again\n\n{second} read more : the plan"
+    cleaned, _ = clean_record(_record(body))
+    assert cleaned["body"] == f"{PROSE}\n\n{second}"
