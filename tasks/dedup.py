@@ -47,7 +47,7 @@ from datetime import UTC, date, datetime, time
 from functools import cache
 from pathlib import Path
 from time import perf_counter
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -181,6 +181,23 @@ CANDIDATES = pa.schema(
 )
 KEYS = pa.schema([("article_id", pa.string()), ("band_key", pa.int64())])
 KEY_COUNTS = pa.schema([("band_key", pa.int64()), ("n", pa.int64())])
+
+# what dedup derives from a body, computed where the bodies are (``fingerprint_table``, in the
+# CPU workers) and handed to ``dedup_batch(fingerprints=...)`` so the stage need not hold them
+FINGERPRINTS = pa.schema(
+    [
+        ("article_id", pa.string()),
+        ("content_hash", pa.string()),  # a row is used only for an article with this hash ...
+        ("title_hash", pa.int64()),  # ... and this headline (null: none), which edits lines ...
+        ("config_key", pa.int64()),  # ... under the same DedupConfig (``_config_key``)
+        ("exact_key", pa.int64()),
+        ("n_shingles", pa.int32()),
+        ("shingles", pa.binary()),  # uint32 little-endian, text order (as in dedup_docs)
+        ("keys", pa.binary()),  # int64 little-endian lookup keys, sorted
+        ("bounds", pa.binary()),
+        ("footer_credit", pa.string()),  # syndication.footer_credit(body)
+    ]
+)
 
 TABLE_SPECS: list[TableSpec] = [
     TableSpec(
@@ -638,6 +655,27 @@ class Fingerprint:
     n_shingles: int
     keys: np.ndarray  # int64, distinct
     bounds: bytes = b""  # packbits(starts a sentence) + packbits(ends a sentence), per shingle
+    _sort: SortIndex | None = field(default=None, init=False, repr=False, compare=False)
+
+    def sort_index(self) -> SortIndex:
+        """``shingles`` sorted, kept with the document: a batch document is verified against
+        up to ``max_verify`` later ones, and sorting is most of what a membership test costs."""
+        if self._sort is None:
+            self._sort = sort_index(self.shingles)
+        return self._sort
+
+
+class SortIndex(NamedTuple):
+    """A shingle array's argsort and its values in that order (the values are distinct, so
+    both are unique): membership and positions by binary search instead of ``np.isin``."""
+
+    order: np.ndarray
+    values: np.ndarray
+
+
+def sort_index(shingles: np.ndarray) -> SortIndex:
+    order = np.argsort(shingles)
+    return SortIndex(order, shingles[order])
 
 
 _S27, _S30, _S31, _S32 = np.uint64(27), np.uint64(30), np.uint64(31), np.uint64(32)
@@ -759,6 +797,7 @@ def _clean_runs(
     bounds: tuple[np.ndarray, np.ndarray],
     small: np.ndarray,
     big: np.ndarray,
+    big_pos: np.ndarray,
     big_bounds: tuple[np.ndarray, np.ndarray] | None,
     cfg: DedupConfig,
 ) -> bool:
@@ -794,19 +833,18 @@ def _clean_runs(
     if big_bounds is None or len(bad_ends) + len(bad_starts) > 1:
         return False
     b_starts, b_ends = big_bounds
-    order = np.argsort(big)
     n = len(small)
     for e in bad_ends.tolist():  # only the last run may end early (typo in the last words)
         t = n - 1 - e
         if len(run_starts) and run_starts[-1] > e or t > k:
             return False
-        j = int(order[np.searchsorted(big, small[e], sorter=order)])
+        j = int(big_pos[e])
         if j + t >= len(big) or not b_ends[j + t] or b_ends[j : j + t].any():
             return False
     for s0 in bad_starts.tolist():  # only the first run may start late (typo in first words)
         if len(run_ends) and run_ends[0] < s0 or s0 > k:
             return False
-        j = int(order[np.searchsorted(big, small[s0], sorter=order)])
+        j = int(big_pos[s0])
         if j - s0 < 0 or not b_starts[j - s0] or b_starts[j - s0 + 1 : j + 1].any():
             return False
     return True
@@ -821,6 +859,9 @@ def compare(
     a_title: str | None = None,
     b_title: str | None = None,
     same_site: bool = True,
+    *,
+    a_sort: SortIndex | None = None,
+    b_sort: SortIndex | None = None,
 ) -> tuple[str | None, float]:
     """Verify a candidate pair from their shingle arrays: ('near'|'contained'|'lead'|None, score).
 
@@ -832,36 +873,56 @@ def compare(
     sentence do not). 'lead': both texts open with the same whole sentences and the headlines
     (``*_title``) agree, less strictly across sites (``same_site`` false; see
     ``_opening_match``); the score is then the plain containment.
+
+    ``a_sort`` / ``b_sort`` (``sort_index`` of ``a`` / ``b``) save re-sorting an array that is
+    compared many times (dedup verifies a document against up to ``max_verify`` others).
     """
     cfg = config or DedupConfig()
     na, nb = len(a), len(b)
     if not na or not nb:
         return None, 0.0
-    small, big = (a, b) if na <= nb else (b, a)
-    small_bounds, big_bounds = (a_bounds, b_bounds) if na <= nb else (b_bounds, a_bounds)
-    mask = np.isin(small, big, assume_unique=True)
-    inter = int(mask.sum())
+    if na <= nb:
+        small, big, small_bounds, big_bounds = a, b, a_bounds, b_bounds
+        small_sort, big_sort = a_sort, b_sort
+    else:
+        small, big, small_bounds, big_bounds = b, a, b_bounds, a_bounds
+        small_sort, big_sort = b_sort, a_sort
+    if small_sort is None:
+        small_sort = sort_index(small)
+    if big_sort is None:
+        big_sort = sort_index(big)
+    # exact membership (shingles are distinct) by binary search of the sorted small array in
+    # the sorted big one: sorted keys keep each search short and in cache, and np.isin, which
+    # sorts both arrays again on every call, was most of the verification time
+    at = np.searchsorted(big_sort.values, small_sort.values)
+    np.minimum(at, len(big) - 1, out=at)
+    hit = big_sort.values[at] == small_sort.values
+    inter = int(np.count_nonzero(hit))
     if inter < cfg.min_overlap and not (inter == na == nb):
         return None, 0.0
+    mask = np.empty(len(small), bool)
+    mask[small_sort.order] = hit
+    big_pos = np.empty(len(small), np.intp)  # where each small shingle sits in big (if shared)
+    big_pos[small_sort.order] = big_sort.order[at]
     jac = inter / (na + nb - inter)
     if jac >= cfg.near_jaccard:
-        if _open_alike(mask, small, big, cfg):
+        if _open_alike(mask, big_pos, cfg):
             return "near", jac
         return None, 0.0  # shared text, different openings: a site box on two pages
     cont = inter / len(small)
     # containment needs substance: half a sentence shared by two stories is ~10 shingles
     if cont >= cfg.weak_containment and inter >= cfg.min_contained:
-        kind, score = _contained(mask, inter, small, big, small_bounds, big_bounds, cfg)
+        kind, score = _contained(mask, inter, small, big, big_pos, small_bounds, big_bounds, cfg)
         if kind is not None:
             return kind, score
     if inter >= cfg.lead_min_shingles and _opening_match(
-        mask, small, big, small_bounds, (a_title, b_title), same_site, cfg
+        mask, small, big_pos, small_bounds, (a_title, b_title), same_site, cfg
     ):
         return "lead", cont
     return None, 0.0
 
 
-def _open_alike(mask: np.ndarray, small: np.ndarray, big: np.ndarray, cfg: DedupConfig) -> bool:
+def _open_alike(mask: np.ndarray, big_pos: np.ndarray, cfg: DedupConfig) -> bool:
     """Is the opening of one text (its first ``lead_offset`` shingles) found in the other?
 
     Copies of a story keep its lead (one of them may have lost it, or carry chrome above it,
@@ -869,7 +930,8 @@ def _open_alike(mask: np.ndarray, small: np.ndarray, big: np.ndarray, cfg: Dedup
     most-read box can share most of their text, yet each opens with its own story.
     """
     k = cfg.lead_offset + 1
-    return bool(mask[:k].any() or np.isin(big[:k], small).any())
+    # an opening shingle of the larger text is in the smaller one iff a shared shingle sits there
+    return bool(mask[:k].any() or (big_pos[mask] < k).any())
 
 
 def _contained(
@@ -877,6 +939,7 @@ def _contained(
     inter: int,
     small: np.ndarray,
     big: np.ndarray,
+    big_pos: np.ndarray,
     small_bounds: bytes | None,
     big_bounds: bytes | None,
     cfg: DedupConfig,
@@ -887,11 +950,11 @@ def _contained(
     if start_small > cfg.lead_offset:
         return None, 0.0
     span = max(cfg.lead_span, len(big) // 8)
-    if not np.isin(big[:span], small, assume_unique=True).any():
+    if not (big_pos[mask] < span).any():  # no shared shingle in the larger text's opening
         return None, 0.0
     bounds = _unpack_bounds(small_bounds, len(small))
     if bounds is not None and not _clean_runs(
-        mask, bounds, small, big, _unpack_bounds(big_bounds, len(big)), cfg
+        mask, bounds, small, big, big_pos, _unpack_bounds(big_bounds, len(big)), cfg
     ):
         return None, 0.0
     if cont >= cfg.containment:
@@ -939,7 +1002,7 @@ def _titles_agree(a: str | None, b: str | None, share: float) -> bool:
 def _opening_match(
     mask: np.ndarray,
     small: np.ndarray,
-    big: np.ndarray,
+    big_pos: np.ndarray,
     small_bounds: bytes | None,
     titles: tuple[str | None, str | None],
     same_site: bool,
@@ -971,8 +1034,7 @@ def _opening_match(
     if n < cfg.containment * (end - int(block[0])):
         return False
     # in the larger text the block is its opening too, in the same order
-    order = np.argsort(big)
-    pos = order[np.searchsorted(big, small[block], sorter=order)]
+    pos = big_pos[block]
     if int(pos.min()) > cfg.lead_offset or int(pos.max()) > 2 * end + cfg.lead_offset:
         return False
     if np.count_nonzero(np.diff(pos) > 0) < 0.9 * (n - 1):
@@ -1046,6 +1108,7 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 HISTORY_CHUNK = 10_000  # documents per history query in dedup_batch
+STORED_SORTS = 4_096  # stored candidates' sorted shingles kept at once (~12 KB each at most)
 
 
 def _history_for(
@@ -1097,6 +1160,91 @@ def _col(table: pa.Table, name: str) -> list:
     return table.column(name).to_pylist() if name in table.column_names else [None] * len(table)
 
 
+def _config_key(cfg: DedupConfig) -> int:
+    """Hash of every knob but ``workers``: fingerprints made under other settings are not used
+    (more knobs than the fingerprint reads, so a stale row can only cost time, never results)."""
+    knobs = sorted((k, v) for k, v in vars(cfg).items() if k != "workers")
+    return _signed(xxhash.xxh3_64_intdigest(repr(knobs).encode()))
+
+
+def _title_hash(title: str | None) -> int | None:
+    return None if title is None else _signed(xxhash.xxh3_64_intdigest(title.encode("utf-8")))
+
+
+def fingerprint_table(articles: pa.Table, config: DedupConfig | None = None) -> pa.Table:
+    """FINGERPRINTS rows of ``articles`` (``article_id``, ``body``, ``title``,
+    ``content_hash``): exactly what ``dedup_batch`` would compute for them, so the CPU-bound
+    part of the stage runs in parallel where the bodies already are."""
+    cfg = config or DedupConfig()
+    n = articles.num_rows
+    body_col = articles.column("body") if "body" in articles.column_names else None
+    titles = _col(articles, "title")
+    fps = _fingerprint_rows(body_col, titles, list(range(n)), cfg)
+    footers: list[str | None] = [None] * n
+    if body_col is not None:
+        for lo in range(0, n, 2_000):
+            for j, b in enumerate(body_col.slice(lo, 2_000).to_pylist()):
+                footers[lo + j] = syndication.footer_credit(b)
+    return pa.table(
+        {
+            "article_id": pa.array(_col(articles, "article_id"), pa.string()),
+            "content_hash": pa.array(_col(articles, "content_hash"), pa.string()),
+            "title_hash": pa.array([_title_hash(t) for t in titles], pa.int64()),
+            "config_key": pa.array([_config_key(cfg)] * n, pa.int64()),
+            "exact_key": pa.array([fp.exact_key for fp in fps], pa.int64()),
+            "n_shingles": pa.array([fp.n_shingles for fp in fps], pa.int32()),
+            "shingles": pa.array([fp.shingles.astype("<u4").tobytes() for fp in fps], pa.binary()),
+            "keys": pa.array([fp.keys.astype("<i8").tobytes() for fp in fps], pa.binary()),
+            "bounds": pa.array([fp.bounds for fp in fps], pa.binary()),
+            "footer_credit": pa.array(footers, pa.string()),
+        },
+        schema=FINGERPRINTS,
+    )
+
+
+def _supplied(
+    fingerprints: pa.Table,
+    rows: list[int],
+    ids: list,
+    hashes: list,
+    titles: list,
+    cfg: DedupConfig,
+) -> tuple[dict[int, Fingerprint], dict[int, str | None]]:
+    """Fingerprints (and footer credits) of ``rows`` found in ``fingerprints`` for the same
+    article, content hash, headline and config; other rows must be fingerprinted here."""
+    want = {ids[i]: i for i in rows if hashes[i] is not None}
+    if not want or not fingerprints.num_rows:
+        return {}, {}
+    ckey = _config_key(cfg)
+    found: dict[int, int] = {}  # article row -> fingerprint row (the first that fits)
+    for r, (a, h, th, ck) in enumerate(
+        zip(
+            *(fingerprints.column(c).to_pylist() for c in FINGERPRINTS.names[:4]),
+            strict=True,
+        )
+    ):
+        i = want.get(a)
+        if i is not None and i not in found and h == hashes[i] and ck == ckey:
+            if th == _title_hash(titles[i]):
+                found[i] = r
+    if not found:
+        return {}, {}
+    part = fingerprints.take(pa.array(list(found.values()), pa.int64()))
+    cols = [part.column(c).to_pylist() for c in FINGERPRINTS.names[4:]]
+    fps: dict[int, Fingerprint] = {}
+    footers: dict[int, str | None] = {}
+    for i, (ek, nsh, sh, ks, bd, fc) in zip(found, zip(*cols, strict=True), strict=True):
+        fps[i] = Fingerprint(
+            ek,
+            np.frombuffer(sh or b"", "<u4").astype(np.uint32),
+            nsh,
+            np.frombuffer(ks or b"", "<i8").astype(np.int64),
+            bd or b"",
+        )
+        footers[i] = fc
+    return fps, footers
+
+
 def _as_u32(blob: bytes | None) -> np.ndarray:
     return np.frombuffer(blob, dtype="<u4") if blob else np.zeros(0, np.uint32)
 
@@ -1106,12 +1254,19 @@ def dedup_batch(
     history: History,
     run_id: str,
     config: DedupConfig | None = None,
+    fingerprints: pa.Table | None = None,
 ) -> DedupResult:
     """Assign every article of ``articles`` (ARTICLES_CORE) to a story cluster.
 
     Articles already indexed with the same content keep their cluster and produce no rows;
     changed ones keep their cluster and get a fresh fingerprint. Near-duplicates are kept (they
     get the cluster_id); only a repeated article_id inside the batch is rejected.
+
+    ``fingerprints`` (FINGERPRINTS, from ``fingerprint_table``, e.g. made in parallel by the
+    workers that hold the bodies) saves fingerprinting here: a row is used for an article with
+    the same article_id, content_hash and title under the same config, and then that article's
+    body is not read at all. Any other article is fingerprinted from its body as without it
+    (so ``body`` may be left out only when every new or changed article has its row).
     """
     cfg = config or DedupConfig()
     clock = [("start", perf_counter())]
@@ -1164,7 +1319,19 @@ def dedup_batch(
     ]
     titles = _col(articles, "title")
     sites = [_site(o, u) for o, u in zip(meta_src["outlet"], meta_src["url"], strict=True)]
-    fps_all = dict(zip(need, _fingerprint_rows(body_col, titles, need, cfg), strict=True))
+    fps_all: dict[int, Fingerprint] = {}
+    footers: dict[int, str | None] = {}
+    if fingerprints is not None:
+        fps_all, footers = _supplied(fingerprints, need, ids, hashes, titles, cfg)
+    rest = [i for i in need if i not in fps_all]
+    if rest and fingerprints is not None and body_col is None:
+        # without a body the article would get an empty fingerprint and a cluster of its own
+        # for good (cluster ids never change): refuse rather than store that
+        raise ValueError(
+            f"{len(rest)} articles (e.g. {ids[rest[0]]!r}) have no matching row in "
+            "fingerprints and no body column to fingerprint them from"
+        )
+    fps_all.update(zip(rest, _fingerprint_rows(body_col, titles, rest, cfg), strict=True))
     out_assign: dict[str, dict] = {}
     todo: list[int] = []
     changed: dict[int, dict] = {}
@@ -1196,6 +1363,8 @@ def dedup_batch(
     hist_cands: dict[str, list[tuple]] = {}
     hist_counts: dict[int, int] = {}
     t_hist = 0.0
+    # sorted shingles of stored candidates: one stored copy is often a candidate of many new ones
+    stored: dict[str, tuple[np.ndarray, SortIndex]] = {}
     for pos, i in enumerate(todo):
         if pos % HISTORY_CHUNK == 0:
             t_q = perf_counter()
@@ -1221,22 +1390,40 @@ def dedup_batch(
                     fps[j].exact_key,
                     None,
                     fps[j].bounds,
-                    fps[j].shingles,
+                    fps[j],
                     titles[j],
                     sites[j],
                 )
             )
         cands.sort(key=lambda c: (-c[0], c[1]))
         best: tuple | None = None  # (rank, score, order, cand_id, cluster, kind)
-        for _shared, order, cid, cl, ek, blob, bounds, arr, ttl, site in cands[: cfg.max_verify]:
+        for _shared, order, cid, cl, ek, blob, bounds, cfp, ttl, site in cands[: cfg.max_verify]:
             if ek == fp.exact_key and fp.n_shingles:
                 best = (2, 1.0, order, cid, cl, "exact")  # most shared keys: nothing beats it
                 break
             if best is not None and best[4] == cl:
                 continue  # this story already matched: a second look changes nothing
-            other = arr if arr is not None else _as_u32(blob)
+            if cfp is not None:
+                other, other_sort = cfp.shingles, cfp.sort_index()
+            else:
+                got = stored.get(cid)
+                if got is None:
+                    if len(stored) >= STORED_SORTS:
+                        stored.clear()
+                    arr = _as_u32(blob)
+                    got = stored[cid] = (arr, sort_index(arr))
+                other, other_sort = got
             kind, score = compare(
-                fp.shingles, other, cfg, fp.bounds, bounds, titles[i], ttl, sites[i] == site
+                fp.shingles,
+                other,
+                cfg,
+                fp.bounds,
+                bounds,
+                titles[i],
+                ttl,
+                sites[i] == site,
+                a_sort=fp.sort_index(),
+                b_sort=other_sort,
             )
             if kind is None:
                 continue
@@ -1300,7 +1487,9 @@ def dedup_batch(
                 "first_seen": _first_seen(fetched[i], published[i]),
                 "run_id": run_id,
                 "title": titles[i],
-                "footer_credit": syndication.footer_credit(
+                "footer_credit": footers[i]
+                if i in footers
+                else syndication.footer_credit(
                     body_col[i].as_py() if body_col is not None else None
                 ),
                 "published_at": _utc(meta_src["published_at"][i]),

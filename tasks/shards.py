@@ -102,7 +102,7 @@ def enrich_shard(clean_path: str, out_dir: str, shard_id: str, run_id: str) -> d
 def process_shard(
     pages_path: str | None, articles_path: str | None, out_dir: str, shard_id: str, run_id: str
 ) -> dict:
-    """Extract, clean and enrich one shard in one worker visit.
+    """Extract, clean, fingerprint (for dedup) and enrich one shard in one worker visit.
 
     Enrichment does not depend on dedup (related articles are derived later, in SQL), so a
     shard goes straight from clean to enrich in the same process: no second round trip
@@ -112,6 +112,7 @@ def process_shard(
     ``seconds`` is CPU time per stage in this worker, summed by the flow into the stage report.
     """
     from tasks.canonical import drop_duplicate_ids
+    from tasks.dedup import fingerprint_table
 
     res = extract_clean_shard(pages_path, articles_path, out_dir, shard_id, run_id)
     t1 = time.process_time()
@@ -123,6 +124,13 @@ def process_shard(
         write_table(kept, clean_path)
         write_table(conform(dup, REJECTS), out / "rejects" / f"dedup-local-{shard_id}.parquet")
     res["canonical_rejects"] = dup.num_rows
+    if kept.num_rows:
+        # dedup's CPU-bound half (shingling and MinHash keys) runs here, in parallel, where
+        # the bodies already are; the flow's single dedup step only matches fingerprints
+        write_table(fingerprint_table(kept), out / "fingerprints" / f"{shard_id}.parquet")
+    t2 = time.process_time()
+    res["seconds"]["dedup fingerprints"] = t2 - t1
+    t1 = t2
     if kept.num_rows:
         res.update(enrich_shard(str(clean_path), out_dir, shard_id, run_id))
     else:

@@ -11,12 +11,15 @@ import pyarrow as pa
 import pytest
 
 from tasks.dedup import (
+    FINGERPRINTS,
     TABLE_SPECS,
+    DedupConfig,
     DedupResult,
     MemoryHistory,
     compare,
     dedup_batch,
     fingerprint,
+    fingerprint_table,
 )
 from tasks.schema import ARTICLES_CORE, stable_id
 from warehouse.dedup_index import DuckDBHistory, apply_result, ensure_tables
@@ -302,6 +305,63 @@ def test_history_candidates_are_limited_to_the_best_alike_in_memory_and_duckdb(t
         assert kept[1] == best
     assert len(top) < len(full)
     con.close()
+
+
+def _tables(res: DedupResult) -> dict[str, list[dict]]:
+    out = {
+        "assignments": res.assignments.to_pylist(),
+        "clusters": res.clusters.to_pylist(),
+        "syndication": res.syndication.to_pylist(),
+        "rejects": res.rejects.to_pylist(),
+    }
+    for name, t in res.index_rows.items():
+        out[name] = sorted(t.to_pylist(), key=repr)
+    return out
+
+
+def test_supplied_fingerprints_give_the_same_result_and_stale_ones_are_recomputed() -> None:
+    """Workers fingerprint the bodies in parallel; dedup must come out exactly as if it had
+    fingerprinted them itself, and must not trust a row made from other content."""
+    credited = A + ["Original article source: Headline of orig"]
+    rows = _corpus() + [
+        article("orig", "nbcnews.example", A, 6),
+        article("copy", "herald.example", CHROME_HEAD + credited, 7),
+        article("teaser", "digest.example", A[:1] + ["Read the full story at NBC."], 8),
+        article("other", "nbcnews.example", B, 6),
+    ]
+    arts = table(rows)
+    plain = dedup_batch(arts, MemoryHistory(), "r1")
+    assert clusters_of(plain)["copy"] == clusters_of(plain)["teaser"] == "orig"
+    fps = fingerprint_table(arts)
+    assert fps.schema == FINGERPRINTS and fps.num_rows == arts.num_rows
+    # every article has its row, so the bodies are not needed at all (footer credit included)
+    supplied = dedup_batch(arts.drop_columns(["body"]), MemoryHistory(), "r1", fingerprints=fps)
+    assert _tables(supplied) == _tables(plain)
+    docs = {d["article_id"]: d for d in supplied.index_rows["dedup_docs"].to_pylist()}
+    assert docs["copy"]["footer_credit"] == "Headline of orig"
+    with pytest.raises(ValueError, match="no matching row"):  # nothing to fingerprint it from
+        dedup_batch(arts.drop_columns(["body"]), MemoryHistory(), "r1", fingerprints=fps[1:])
+
+    # give "copy" the fingerprint of "other": trusted when the content hash agrees ...
+    by_id = {r["article_id"]: r for r in fps.to_pylist()}
+    fields = ("exact_key", "n_shingles", "shingles", "keys", "bounds", "footer_credit")
+    swapped = by_id["copy"] | {f: by_id["other"][f] for f in fields}
+
+    def with_copy(row: dict) -> pa.Table:
+        return pa.Table.from_pylist(
+            [row if r["article_id"] == "copy" else r for r in fps.to_pylist()], schema=FINGERPRINTS
+        )
+
+    trusted = dedup_batch(arts, MemoryHistory(), "r1", fingerprints=with_copy(swapped))
+    assert clusters_of(trusted)["copy"] == "other"
+    # ... recomputed from the body when it does not (nor the headline, nor the config)
+    for stale in (
+        with_copy(swapped | {"content_hash": "edited since"}),
+        with_copy(swapped | {"title_hash": 1}),
+        fingerprint_table(arts, DedupConfig(shingle_size=4)),
+    ):
+        again = dedup_batch(arts, MemoryHistory(), "r1", fingerprints=stale)
+        assert _tables(again) == _tables(plain)
 
 
 def test_cluster_id_is_stable_when_a_later_copy_arrives() -> None:
