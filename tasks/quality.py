@@ -467,6 +467,20 @@ def _to_ns(col: pa.ChunkedArray, tz: str | None) -> pa.ChunkedArray:
         return pc.min_element_wise(pc.max_element_wise(wide, lo), hi).cast(target)
 
 
+def _release_batches(ctx: Any) -> None:
+    """Drop the validated data from GX's execution engines.
+
+    Each engine caches the last batch of every batch id (one per suite here) for later metric
+    calls, so without this a stage's whole checked table (as pandas, sharing the Arrow
+    buffers) stays in memory for the rest of the run: the run's entity rows through dedup
+    and load, for instance. Results are computed by then; nothing reads the batch again.
+    """
+    for ds in ctx.data_sources.all().values():
+        manager = ds.get_execution_engine().batch_manager
+        manager.reset_batch_cache()
+        manager.batch_data_cache.clear()
+
+
 def _to_pandas(data: pa.Table | pd.DataFrame) -> pd.DataFrame:
     """Arrow -> pandas with dates and timestamps as datetime64[ns]: GX's pandas range checks
     only parse string bounds for ns columns, and pandas refuses date-vs-datetime compares."""
@@ -741,6 +755,7 @@ def _run(
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
             run_id=gx_run_id,
         )
+        _release_batches(ctx)
         if context_dir is not None:
             # The same key ValidationDefinition.run stored the result under, so that Data Docs
             # can render just this run's pages instead of the whole history.

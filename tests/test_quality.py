@@ -251,3 +251,29 @@ def test_a_check_view_gives_the_same_results_as_the_whole_table():
         narrow = validate(stage, view, "r").results.drop_columns(["checked_at"])
         assert narrow.to_pylist() == full.to_pylist()
     assert "body" in needed_columns("clean")
+
+
+def test_a_checked_table_is_not_kept_by_gx(tmp_path):
+    """GX caches each suite's last batch in its execution engine; validate drops it, so a
+    stage's checked table (the run's entity rows, say) is freed once the caller lets go."""
+    import gc
+
+    from newsflow.memory import use_system_arrow_pool
+    from tasks.quality import validate
+
+    use_system_arrow_pool()
+    n = 200_000
+    table = pa.table(
+        {
+            "article_id": pa.array([f"a{i}" for i in range(n)]),
+            "entity_id": pa.array([f"e{i % 97}" for i in range(n)]),
+            "start": pa.array(range(n), pa.int32()),
+            "end": pa.array(range(1, n + 1), pa.int32()),
+        }
+    )
+    gc.collect()
+    base = pa.total_allocated_bytes() - table.nbytes
+    validate("enrich", table, "r1", context_dir=tmp_path / "gx")
+    del table
+    gc.collect()
+    assert pa.total_allocated_bytes() - base < 2**20
