@@ -86,7 +86,7 @@ def time_limit(seconds: float | None) -> Iterator[None]:
 
 _BODY_OPTIONS = {
     "with_metadata": False,
-    "include_comments": True,
+    "include_comments": False,
     "include_tables": True,
     "output_format": "python",
 }
