@@ -106,7 +106,7 @@ def fetch_task(
 
 UNIT_ROWS = 100  # pages per CPU task: small enough to spread over cores, big enough to amortise
 URL_AHEAD = 8  # network fetch shards in flight at once
-FILE_AHEAD = 2  # file shards (WARC/JSONL slices, folders) in flight at once
+FILE_AHEAD = 1  # file shards (WARC/JSONL slices, folders) in flight at once
 
 
 def _chunks(table: pa.Table, size: int = UNIT_ROWS) -> list[pa.Table]:
