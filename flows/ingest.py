@@ -363,7 +363,7 @@ def ingest(
                 t0 = time.perf_counter()
                 kept_urls = clean.column("url")
                 fingerprints = _read_dir(stage_dir / "fingerprints")
-                if fingerprints is not None and _covers(fingerprints, clean):
+                if fingerprints is not None and dedup_stage.covers(fingerprints, clean):
                     clean = clean.drop_columns(["body"])  # the workers fingerprinted them all
                 result = dedup_stage.dedup_batch(
                     clean, DuckDBHistory(con), run_id, fingerprints=fingerprints
@@ -617,17 +617,6 @@ def _filter_owned(path: Path, owners: dict[str, set[str]]) -> pa.Table | None:
             t = t.filter(pc.is_in(t.column("article_id"), value_set=keep))
         parts.append(t)
     return pa.concat_tables(parts, promote_options="default") if parts else None
-
-
-def _covers(fingerprints: pa.Table, clean: pa.Table) -> bool:
-    """Whether every clean article has its worker-made fingerprint (same id and content), so
-    dedup needs none of the bodies; otherwise it fingerprints the missing ones itself."""
-    have = fingerprints.select(["article_id", "content_hash"])
-    want = clean.select(["article_id", "content_hash"])
-    if want.column("content_hash").null_count:
-        return False
-    joined = want.join(have, ["article_id", "content_hash"], join_type="left semi")
-    return joined.num_rows == want.num_rows
 
 
 def _add_counts(a: dict, b: dict) -> dict:

@@ -1202,21 +1202,21 @@ def fingerprint_table(articles: pa.Table, config: DedupConfig | None = None) -> 
     )
 
 
-def _supplied(
+def _matches(
     fingerprints: pa.Table,
     rows: list[int],
     ids: list,
     hashes: list,
     titles: list,
     cfg: DedupConfig,
-) -> tuple[dict[int, Fingerprint], dict[int, str | None]]:
-    """Fingerprints (and footer credits) of ``rows`` found in ``fingerprints`` for the same
-    article, content hash, headline and config; other rows must be fingerprinted here."""
+) -> dict[int, int]:
+    """Article row -> the first ``fingerprints`` row made from the same article, content
+    hash, headline and config: the only rows that may stand in for fingerprinting here."""
     want = {ids[i]: i for i in rows if hashes[i] is not None}
     if not want or not fingerprints.num_rows:
-        return {}, {}
+        return {}
     ckey = _config_key(cfg)
-    found: dict[int, int] = {}  # article row -> fingerprint row (the first that fits)
+    found: dict[int, int] = {}
     for r, (a, h, th, ck) in enumerate(
         zip(
             *(fingerprints.column(c).to_pylist() for c in FINGERPRINTS.names[:4]),
@@ -1227,6 +1227,32 @@ def _supplied(
         if i is not None and i not in found and h == hashes[i] and ck == ckey:
             if th == _title_hash(titles[i]):
                 found[i] = r
+    return found
+
+
+def covers(fingerprints: pa.Table, articles: pa.Table, config: DedupConfig | None = None) -> bool:
+    """Whether ``dedup_batch(articles, ..., fingerprints=fingerprints)`` can do without the
+    bodies: every article has a usable fingerprint row (the same rule dedup applies)."""
+    ids = _col(articles, "article_id")
+    rows = list(range(len(ids)))
+    hashes = _col(articles, "content_hash")
+    found = _matches(
+        fingerprints, rows, ids, hashes, _col(articles, "title"), config or DedupConfig()
+    )
+    return len(found) == len(set(ids))
+
+
+def _supplied(
+    fingerprints: pa.Table,
+    rows: list[int],
+    ids: list,
+    hashes: list,
+    titles: list,
+    cfg: DedupConfig,
+) -> tuple[dict[int, Fingerprint], dict[int, str | None]]:
+    """Fingerprints (and footer credits) of ``rows`` found in ``fingerprints`` for the same
+    article, content hash, headline and config; other rows must be fingerprinted here."""
+    found = _matches(fingerprints, rows, ids, hashes, titles, cfg)
     if not found:
         return {}, {}
     part = fingerprints.take(pa.array(list(found.values()), pa.int64()))

@@ -604,3 +604,18 @@ def test_index_tables_gain_new_columns(tmp_path) -> None:
     cols = {r[0] for r in con.execute("DESCRIBE dedup_docs").fetchall()}
     assert {"title", "footer_credit", "published_at", "shingles"} <= cols
     con.close()
+
+
+def test_covers_follows_the_rule_dedup_applies() -> None:
+    from tasks.dedup import covers, fingerprint_table
+
+    arts = table(_corpus())
+    fps = fingerprint_table(arts)
+    assert covers(fps, arts)
+    assert not covers(fps.slice(1), arts)  # one article without a row
+    retitled = arts.set_column(
+        arts.schema.get_field_index("title"),
+        "title",
+        pa.array(["Another headline"] * arts.num_rows),
+    )
+    assert not covers(fps, retitled)  # a row made under another headline is not used
