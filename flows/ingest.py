@@ -29,10 +29,16 @@ from newsflow.progress import report
 from tasks import dedup as dedup_stage
 from tasks import quality
 from tasks.canonical import drop_duplicate_ids
-from tasks.fetch import fetch_shard, shard_state
+from tasks.fetch import shard_state
 from tasks.robots import forget_run
 from tasks.schema import REJECTS, conform, rejects_table, stable_id, utcnow
-from tasks.shards import process_shard, reason_counts, write_table
+from tasks.shards import (
+    fetch_units,
+    process_shard,
+    reason_counts,
+    write_known_hashes,
+    write_table,
+)
 from tasks.sources import URL_KINDS, Shard, discover, load_sources
 from warehouse.dedup_index import DuckDBHistory
 from warehouse.store import Warehouse
@@ -62,55 +68,29 @@ def new_run_id() -> str:
 # --- tasks: thin wrappers, the logic is in tasks/ ---------------------------------------
 @task(cache_policy=NO_CACHE, retries=0)
 def fetch_task(
-    shard: Shard, settings, known: KnownState, run_id: str, archive_dir: str, out_dir: str
+    shard: Shard, settings, known: KnownState | str, run_id: str, archive_dir: str, out_dir: str
 ):
-    """Fetch one shard; split its pages into CPU units of at most UNIT_ROWS for extraction."""
-    res = fetch_shard(shard, settings, known.state, run_id, Path(archive_dir))
-    out = Path(out_dir)
-    units = []
-    articles = res.articles if res.articles is not None else None
-    for i, chunk in enumerate(_chunks(res.pages)):
-        uid = f"{shard.shard_id}-p{i}"
-        units.append(
-            {
-                "shard_id": uid,
-                "articles": None,
-                "pages": str(write_table(chunk, out / "pages" / f"{uid}.parquet")),
-            }
+    """Fetch one shard into CPU units of at most UNIT_ROWS pages.
+
+    A file shard is read on the process pool (``known`` is then the path of the run's
+    known-hashes file): its reading is CPU work. A network shard is fetched here, in the
+    flow's threads, which mostly wait on servers.
+    """
+    state = known.state if isinstance(known, KnownState) else known
+    if shard.kind in URL_KINDS:
+        res = fetch_units(shard, settings, state, run_id, archive_dir, out_dir, UNIT_ROWS)
+        memory.release_free_memory()  # the shard's pages are on disk now; give the RAM back
+    else:
+        res = pool.run_cpu(
+            fetch_units, shard, settings, state, run_id, archive_dir, out_dir, UNIT_ROWS
         )
-    if articles is not None:
-        for i, chunk in enumerate(_chunks(articles)):
-            uid = f"{shard.shard_id}-a{i}"
-            units.append(
-                {
-                    "shard_id": uid,
-                    "pages": None,
-                    "articles": str(write_table(chunk, out / "pre" / f"{uid}.parquet")),
-                }
-            )
-    write_table(res.fetches, out / "fetches" / f"{shard.shard_id}.parquet")
-    write_table(res.state, out / "fetch_state" / f"{shard.shard_id}.parquet")
-    if res.warc_index is not None and res.warc_index.num_rows:
-        write_table(res.warc_index, out / "warc_index" / f"{shard.shard_id}.parquet")
-    write_table(conform(res.rejects, REJECTS), out / "rejects" / f"fetch-{shard.shard_id}.parquet")
     report("fetch", len(shard.items))
-    counts = {
-        "in": len(shard.items),
-        "out": res.pages.num_rows + (articles.num_rows if articles is not None else 0),
-        "rejected": reason_counts(res.rejects),
-    }
-    del res, articles
-    memory.release_free_memory()  # the shard's pages are on disk now; give the RAM back
-    return {"shard_id": shard.shard_id, "units": units, "fetch": counts}
+    return res
 
 
 UNIT_ROWS = 100  # pages per CPU task: small enough to spread over cores, big enough to amortise
 URL_AHEAD = 8  # network fetch shards in flight at once
-FILE_AHEAD = 1  # file shards (WARC/JSONL slices, folders) in flight at once
-
-
-def _chunks(table: pa.Table, size: int = UNIT_ROWS) -> list[pa.Table]:
-    return [table.slice(i, size) for i in range(0, table.num_rows, size)]
+FILE_AHEAD = 2  # file shards (WARC/JSONL slices, folders) in flight at once
 
 
 @task(cache_policy=NO_CACHE)
@@ -165,10 +145,11 @@ class KnownState:
         return f"KnownState({len(self.state)} URLs)"
 
 
-def _state_for(shard: Shard, state: dict) -> KnownState:
+def _state_for(shard: Shard, state: dict, known_file: str) -> KnownState | str:
     """A URL shard gets only its URLs' fetch state; a file shard (WARC, JSONL, folder) holds
-    URLs only known once read, so it gets all of it."""
-    return KnownState(shard_state(shard, state) if shard.kind in URL_KINDS else state)
+    URLs only known once read, so it needs all of it: the path of the run's known-hashes
+    file, which its pool worker loads once."""
+    return KnownState(shard_state(shard, state)) if shard.kind in URL_KINDS else known_file
 
 
 def _check(timings: dict, stage: str, table: pa.Table, run_id: str, gx: str, tables=None):
@@ -250,6 +231,7 @@ def ingest(
             settings.cache_dir = str(wh.home / "cache")
         state = wh.fetch_state()
         shards, discovery_log = discover(sources, settings, run_id=run_id)
+        known_file = write_known_hashes(state, stage_dir / "known_hashes.parquet")
         discovery_rejects = _log_to_rejects(discovery_log, "discover", run_id)
         write_table(discovery_log, stage_dir / "fetches" / "discover.parquet")
         write_table(discovery_rejects, stage_dir / "rejects" / "discover.parquet")
@@ -263,10 +245,11 @@ def ingest(
         report("fetch", 0, sum(len(s.items) for s in shards))
         archive = str(wh.archive_dir)
         # Each fetched shard's units go to the CPU pool as soon as the shard lands, so
-        # extraction and enrichment overlap with fetching. Read-ahead is bounded: a fetched
-        # shard's pages sit in memory until written, and reading a local file (WARC, JSONL,
-        # folder) is far faster than processing it, so more than FILE_AHEAD file shards in
-        # flight would only cost RAM; network shards wait on servers, so more may be in flight.
+        # extraction and enrichment overlap with fetching. File shards are read on the pool
+        # too, queued in order with the units: FILE_AHEAD of them in flight keeps the next
+        # shard's read ahead of the workers (one alone left a worker idle while it was read)
+        # without staging far more pages on disk than the workers can take; network shards
+        # wait on servers, so more may be in flight.
         pending = list(shards)
         window: dict = {}  # future -> is a file shard
         fetched, unit_futures = [], []
@@ -278,7 +261,7 @@ def ingest(
                     break
                 s = pending.pop(0)
                 fut = fetch_task.submit(
-                    s, settings, _state_for(s, state), run_id, archive, str(stage_dir)
+                    s, settings, _state_for(s, state, known_file), run_id, archive, str(stage_dir)
                 )
                 window[fut] = is_file
             fut = next(as_completed(list(window)))

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.schema import ARTICLES_CORE, REJECTS, conform
+
+if TYPE_CHECKING:
+    from tasks.sources import FetchSettings, Shard
 
 
 def write_table(table: pa.Table, path: Path) -> Path:
@@ -24,6 +29,88 @@ def write_table(table: pa.Table, path: Path) -> Path:
     pq.write_table(table, tmp)
     tmp.replace(path)
     return path
+
+
+def write_known_hashes(state: dict[str, dict[str, Any]], path: Path) -> str:
+    """The warehouse's fetch state as (key, content_hash): all a file shard's reader needs.
+
+    File shards (WARC, JSONL, folders) only learn their URLs as they read, so each needs
+    the whole state; written once per run, workers load it once instead of each task
+    pickling every known URL to a worker process.
+    """
+    keys = [k for k, v in state.items() if v.get("content_hash")]
+    table = pa.table(
+        {
+            "key": pa.array(keys, pa.string()),
+            "content_hash": pa.array([state[k]["content_hash"] for k in keys], pa.string()),
+        }
+    )
+    return str(write_table(table, path))
+
+
+@lru_cache(maxsize=2)
+def _known_hashes(path: str) -> dict[str, dict[str, Any]]:
+    t = pq.read_table(path)
+    return {
+        k: {"content_hash": h}
+        for k, h in zip(
+            t.column("key").to_pylist(), t.column("content_hash").to_pylist(), strict=True
+        )
+    }
+
+
+def fetch_units(
+    shard: Shard,
+    settings: FetchSettings,
+    state: dict[str, dict[str, Any]] | str | None,
+    run_id: str,
+    archive_dir: str,
+    out_dir: str,
+    unit_rows: int = 100,
+) -> dict:
+    """Fetch one shard, writing its pages as CPU units of at most ``unit_rows`` as they come.
+
+    Runs where the shard's bytes are: in the flow's threads for network shards (they wait
+    on servers), in a pool worker for file shards (reading a WARC is decompression,
+    decoding and hashing: CPU work, which in the flow process competed with the workers and
+    held each shard's HTML in the flow's memory). ``state`` is the fetch state, or the path
+    of a ``write_known_hashes`` file. Returns only the unit paths and counts.
+    """
+    from tasks.fetch import fetch_shard
+
+    if isinstance(state, str):
+        state = _known_hashes(state)
+    out = Path(out_dir)
+    units: list[dict] = []
+    n_pages = 0
+
+    def sink(chunk: pa.Table) -> None:
+        nonlocal n_pages
+        uid = f"{shard.shard_id}-p{len(units)}"
+        path = write_table(chunk, out / "pages" / f"{uid}.parquet")
+        units.append({"shard_id": uid, "articles": None, "pages": str(path)})
+        n_pages += chunk.num_rows
+
+    res = fetch_shard(
+        shard, settings, state or {}, run_id, Path(archive_dir), page_sink=sink, sink_rows=unit_rows
+    )
+    articles = res.articles
+    if articles is not None:
+        for i in range(0, articles.num_rows, unit_rows):
+            uid = f"{shard.shard_id}-a{i // unit_rows}"
+            path = write_table(articles.slice(i, unit_rows), out / "pre" / f"{uid}.parquet")
+            units.append({"shard_id": uid, "pages": None, "articles": str(path)})
+    write_table(res.fetches, out / "fetches" / f"{shard.shard_id}.parquet")
+    write_table(res.state, out / "fetch_state" / f"{shard.shard_id}.parquet")
+    if res.warc_index is not None and res.warc_index.num_rows:
+        write_table(res.warc_index, out / "warc_index" / f"{shard.shard_id}.parquet")
+    write_table(conform(res.rejects, REJECTS), out / "rejects" / f"fetch-{shard.shard_id}.parquet")
+    counts = {
+        "in": len(shard.items),
+        "out": n_pages + (articles.num_rows if articles is not None else 0),
+        "rejected": reason_counts(res.rejects),
+    }
+    return {"shard_id": shard.shard_id, "units": units, "fetch": counts}
 
 
 def reason_counts(rejects: pa.Table) -> dict[str, int]:

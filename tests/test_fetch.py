@@ -758,3 +758,70 @@ def test_demo_rerun_requests_only_what_the_sitemap_says_changed(tmp_path):
     skipped = [u for u, r in second.items() if r == "lastmod_unchanged"]
     assert len(skipped) > len(second) // 2
     assert not {urlsplit(u).path for u in skipped} & asked
+
+
+def _warc_of(path: Path, n: int) -> Path:
+    with open(path, "wb") as f:
+        w = WARCWriter(f, gzip=True)
+        for i in range(n):
+            http = StatusAndHeaders("200 OK", [("Content-Type", "text/html")], protocol="HTTP/1.1")
+            data = io.BytesIO(HTML.format(t=f"W{i}").encode())
+            w.write_record(
+                w.create_warc_record(
+                    f"https://ex.com/{i}", "response", payload=data, http_headers=http
+                )
+            )
+    return path
+
+
+def test_page_sink_streams_a_shard_in_bounded_tables(settings, tmp_path):
+    """With a sink, pages leave in tables of at most sink_rows and the result holds none:
+    the same pages, in the same order, as without one."""
+    warc = _warc_of(tmp_path / "s.warc.gz", 7)
+    shard = Shard("s", "w", "warc", None, [str(warc)])
+    whole = fetch_shard(shard, settings, {}, "r", tmp_path / "arch")
+    chunks: list[pa.Table] = []
+    streamed = fetch_shard(
+        shard, settings, {}, "r", tmp_path / "arch", page_sink=chunks.append, sink_rows=3
+    )
+    assert [c.num_rows for c in chunks] == [3, 3, 1]
+    assert streamed.pages.num_rows == 0 and all(c.schema.equals(PAGES) for c in chunks)
+    assert (
+        pa.concat_tables(chunks).column("url").to_pylist() == whole.pages.column("url").to_pylist()
+    )
+    assert streamed.fetches.num_rows == whole.fetches.num_rows == 7
+
+
+def test_page_sink_failure_fails_the_shard(settings, tmp_path):
+    """A page table that cannot be written is lost data: the shard raises, instead of the
+    WARC reader logging it as a damaged file and carrying on."""
+    warc = _warc_of(tmp_path / "s.warc.gz", 4)
+    shard = Shard("s", "w", "warc", None, [str(warc)])
+
+    def full_disk(table: pa.Table) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        fetch_shard(shard, settings, {}, "r", tmp_path / "arch", page_sink=full_disk, sink_rows=2)
+
+
+def test_fetch_units_writes_units_and_reads_known_hashes_from_file(settings, tmp_path):
+    """The pool-side fetch: units of at most unit_rows pages on disk, and a page whose bytes
+    the warehouse already has (known through the run's hashes file) is not a unit page."""
+    import pyarrow.parquet as pq
+
+    from tasks.shards import fetch_units, write_known_hashes
+
+    warc = _warc_of(tmp_path / "s.warc.gz", 5)
+    shard = Shard("s", "w", "warc", None, [str(warc)])
+    first = fetch_units(shard, settings, {}, "r1", str(tmp_path / "arch"), str(tmp_path / "o1"), 2)
+    assert first["fetch"]["out"] == 5
+    assert [pq.read_metadata(u["pages"]).num_rows for u in first["units"]] == [2, 2, 1]
+    state = pq.read_table(tmp_path / "o1" / "fetch_state" / "s.parquet").to_pylist()
+    known = {r["canonical_url"]: r for r in state if r["canonical_url"] != "https://ex.com/4"}
+    known.pop(str(warc))  # the whole-file signature would skip the file unread
+    path = write_known_hashes(known, tmp_path / "known.parquet")
+    again = fetch_units(shard, settings, path, "r2", str(tmp_path / "arch"), str(tmp_path / "o2"))
+    assert again["fetch"]["out"] == 1
+    pages = pq.read_table(again["units"][0]["pages"]).column("url").to_pylist()
+    assert pages == ["https://ex.com/4"]
