@@ -16,7 +16,9 @@ import os
 import time
 from functools import lru_cache
 
-_M_ARENA_MAX = -8  # mallopt parameter number, from glibc's malloc.h
+_M_ARENA_MAX = -8  # mallopt parameter numbers, from glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
+WORKER_MMAP_THRESHOLD = 1024 * 1024
 
 
 @lru_cache(maxsize=1)
@@ -31,6 +33,20 @@ def _libc() -> ctypes.CDLL | None:
     except (OSError, AttributeError):
         return None
     return lib
+
+
+def map_large_blocks(threshold: int = WORKER_MMAP_THRESHOLD) -> bool:
+    """Serve blocks of ``threshold`` bytes and more with their own mappings, returned on free.
+
+    An extraction worker allocates and frees a page's HTML, its decoded text and the parser's
+    buffers (hundreds of kB each) page after page; glibc's heap keeps the freed blocks
+    resident between other live objects, so a worker's RSS climbed through each unit of
+    pages until the trim at its end. Mapped blocks go back to the OS when freed. Measured
+    over 2,000 bench pages in one worker: peak RSS 641 -> 549 MB at 1 MB (544 at 256 kB);
+    user CPU unchanged, system CPU +1.8 s (+2.6 s at 256 kB) of ~97 s, from page faults.
+    """
+    lib = _libc()
+    return bool(lib and lib.mallopt(_M_MMAP_THRESHOLD, threshold))
 
 
 def limit_malloc_arenas(n: int = 2) -> bool:

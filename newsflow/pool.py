@@ -34,9 +34,10 @@ def start(workers: int | None = None) -> ProcessPoolExecutor:
 
 
 def _init_worker() -> None:
-    from newsflow.memory import setup_process
+    from newsflow.memory import map_large_blocks, setup_process
 
     setup_process()
+    map_large_blocks()
 
 
 def shutdown() -> None:
