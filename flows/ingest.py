@@ -80,6 +80,7 @@ def fetch_task(
     if shard.kind in URL_KINDS:
         res = fetch_units(shard, settings, state, run_id, archive_dir, out_dir, UNIT_ROWS)
         memory.release_free_memory()  # the shard's pages are on disk now; give the RAM back
+        del res["seconds"]  # this process's CPU: already in the report as the orchestrator's
     else:
         res = pool.run_cpu(
             fetch_units, shard, settings, state, run_id, archive_dir, out_dir, UNIT_ROWS
@@ -267,6 +268,8 @@ def ingest(
             del window[fut]
             f = fut.result()
             fetched.append(f)
+            for k, v in f.get("seconds", {}).items():  # file shards: read on the pool
+                cpu[k] = cpu.get(k, 0.0) + v
             queued += f["fetch"]["out"]
             report("extract", 0, queued)
             report("enrich", 0, queued)

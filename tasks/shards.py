@@ -59,6 +59,59 @@ def _known_hashes(path: str) -> dict[str, dict[str, Any]]:
     }
 
 
+PAGE_BATCH = 25  # pages a reader holds as Python rows before they go to the unit file
+
+
+class _UnitFiles:
+    """Pages into unit files of at most ``unit_rows`` rows, appended in small row groups.
+
+    A reader hands over a few pages at a time and a unit file grows as they come, so the
+    pages of a whole unit are never held as Python rows (several times their Arrow size)
+    at once. Each file is written under a temporary name and renamed when complete.
+    """
+
+    def __init__(self, folder: Path, prefix: str, unit_rows: int) -> None:
+        self.folder, self.prefix, self.unit_rows = folder, prefix, unit_rows
+        self.units: list[tuple[str, str]] = []  # (unit id, path) of complete files
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._tmp: Path | None = None
+        self._in_unit = 0
+
+    def write(self, table: pa.Table) -> None:
+        done = 0
+        while done < table.num_rows:
+            if self._writer is None:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                self._tmp = self.folder / f"{self.prefix}-p{len(self.units)}.tmp"
+                self._writer = pq.ParquetWriter(self._tmp, table.schema)
+            take = min(self.unit_rows - self._in_unit, table.num_rows - done)
+            self._writer.write_table(table.slice(done, take))
+            self._in_unit += take
+            self.rows += take
+            done += take
+            if self._in_unit >= self.unit_rows:
+                self.close()
+
+    def close(self) -> None:
+        """Finish the current unit file (rename it into place)."""
+        if self._writer is None or self._tmp is None:
+            return
+        self._writer.close()
+        uid = f"{self.prefix}-p{len(self.units)}"
+        path = self._tmp.with_name(f"{uid}.parquet")
+        self._tmp.replace(path)
+        self.units.append((uid, str(path)))
+        self._writer, self._tmp, self._in_unit = None, None, 0
+
+    def abort(self) -> None:
+        """Drop an unfinished unit file (its shard failed; no unit lists it)."""
+        if self._writer is not None and self._tmp is not None:
+            self._writer.close()
+            self._tmp.unlink(missing_ok=True)
+            self._writer, self._tmp, self._in_unit = None, None, 0
+
+
 def fetch_units(
     shard: Shard,
     settings: FetchSettings,
@@ -78,22 +131,26 @@ def fetch_units(
     """
     from tasks.fetch import fetch_shard
 
+    t0 = time.thread_time()  # this thread's CPU: right in a pool worker and in a flow thread
     if isinstance(state, str):
         state = _known_hashes(state)
     out = Path(out_dir)
-    units: list[dict] = []
-    n_pages = 0
-
-    def sink(chunk: pa.Table) -> None:
-        nonlocal n_pages
-        uid = f"{shard.shard_id}-p{len(units)}"
-        path = write_table(chunk, out / "pages" / f"{uid}.parquet")
-        units.append({"shard_id": uid, "articles": None, "pages": str(path)})
-        n_pages += chunk.num_rows
-
-    res = fetch_shard(
-        shard, settings, state or {}, run_id, Path(archive_dir), page_sink=sink, sink_rows=unit_rows
-    )
+    pages = _UnitFiles(out / "pages", shard.shard_id, unit_rows)
+    try:
+        res = fetch_shard(
+            shard,
+            settings,
+            state or {},
+            run_id,
+            Path(archive_dir),
+            page_sink=pages.write,
+            sink_rows=min(unit_rows, PAGE_BATCH),
+        )
+        pages.close()
+    finally:
+        pages.abort()  # after close() a no-op; else drops the half-written unit file
+    units = [{"shard_id": uid, "articles": None, "pages": p} for uid, p in pages.units]
+    n_pages = pages.rows
     articles = res.articles
     if articles is not None:
         for i in range(0, articles.num_rows, unit_rows):
@@ -110,7 +167,12 @@ def fetch_units(
         "out": n_pages + (articles.num_rows if articles is not None else 0),
         "rejected": reason_counts(res.rejects),
     }
-    return {"shard_id": shard.shard_id, "units": units, "fetch": counts}
+    return {
+        "shard_id": shard.shard_id,
+        "units": units,
+        "fetch": counts,
+        "seconds": {"fetch": time.thread_time() - t0},
+    }
 
 
 def reason_counts(rejects: pa.Table) -> dict[str, int]:

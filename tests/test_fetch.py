@@ -825,3 +825,22 @@ def test_fetch_units_writes_units_and_reads_known_hashes_from_file(settings, tmp
     assert again["fetch"]["out"] == 1
     pages = pq.read_table(again["units"][0]["pages"]).column("url").to_pylist()
     assert pages == ["https://ex.com/4"]
+
+
+def test_unit_files_split_batches_across_units_and_abort_leaves_nothing(tmp_path):
+    import pyarrow.parquet as pq
+
+    from tasks.shards import _UnitFiles
+
+    t = pa.table({"n": list(range(8))})
+    units = _UnitFiles(tmp_path / "pages", "s", 3)
+    for i in range(0, 8, 2):  # batches of 2 pages; a unit boundary falls inside a batch
+        units.write(t.slice(i, 2))
+    units.close()
+    assert [uid for uid, _ in units.units] == ["s-p0", "s-p1", "s-p2"]
+    got = [pq.read_table(p).column("n").to_pylist() for _, p in units.units]
+    assert got == [[0, 1, 2], [3, 4, 5], [6, 7]] and units.rows == 8
+    broken = _UnitFiles(tmp_path / "other", "b", 5)
+    broken.write(t.slice(0, 2))
+    broken.abort()  # the shard failed half-way: no torn unit file is left behind
+    assert list((tmp_path / "other").iterdir()) == []

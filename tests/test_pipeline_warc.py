@@ -1,0 +1,92 @@
+"""The whole flow over a WARC source: file shards are read on the process pool.
+
+A WARC of the fixture pages, split into several slices, goes through real Prefect runs with
+a two-worker pool into a real DuckDB file; then the same, unchanged WARC again.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+PAGES = Path(__file__).parent / "fixtures" / "pages"
+
+
+def _write_warc(path: Path) -> dict[str, dict]:
+    """One response record per fixture page; returns url -> expected extraction."""
+    expected = {}
+    with open(path, "wb") as f:
+        w = WARCWriter(f, gzip=True)
+        for page in sorted(PAGES.glob("*.html")):
+            url = f"https://news.test/{page.stem}"
+            expected[url] = json.loads(page.with_suffix(".expected.json").read_text("utf-8"))
+            http = StatusAndHeaders(
+                "200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1"
+            )
+            w.write_record(
+                w.create_warc_record(
+                    url, "response", payload=io.BytesIO(page.read_bytes()), http_headers=http
+                )
+            )
+    return expected
+
+
+@pytest.fixture(scope="module")
+def warc_runs(prefect_harness, tmp_path_factory):
+    from flows.ingest import ingest
+
+    root = tmp_path_factory.mktemp("warc")
+    expected = _write_warc(root / "pages.warc.gz")
+    sources = root / "sources.yaml"
+    sources.write_text(
+        "settings: {split_files_over_bytes: 0, file_shard_records: 2}\n"
+        "sources:\n  - {name: archive, kind: warc, location: pages.warc.gz}\n",
+        encoding="utf-8",
+    )
+    home = root / "home"
+    first = ingest(sources_path=str(sources), home=str(home), workers=2)
+    second = ingest(sources_path=str(sources), home=str(home), workers=2)
+    con = duckdb.connect(str(home / "newsflow.duckdb"), read_only=True)
+    yield {"first": first, "second": second, "con": con, "expected": expected, "home": home}
+    con.close()
+
+
+def test_every_article_of_the_warc_is_published(warc_runs):
+    first, con = warc_runs["first"], warc_runs["con"]
+    assert first["status"] == "published", first.get("message")
+    articles = dict(con.execute("SELECT url, title FROM articles").fetchall())
+    want = {u: e["title"] for u, e in warc_runs["expected"].items() if e.get("body")}
+    assert articles == want
+    rejected = {
+        r[0]
+        for r in con.execute(
+            "SELECT url FROM rejects WHERE run_id = ? AND stage = 'extract'", [first["run_id"]]
+        ).fetchall()
+    }
+    assert rejected == {u for u, e in warc_runs["expected"].items() if not e.get("body")}
+
+
+def test_reading_the_warc_is_pool_cpu_and_nothing_is_left_staged(warc_runs):
+    con, first = warc_runs["con"], warc_runs["first"]
+    sql = "SELECT stage_seconds FROM runs WHERE run_id = ?"
+    stages = json.loads(con.execute(sql, [first["run_id"]]).fetchone()[0])
+    assert stages["fetch (cpu)"] > 0  # reported from the workers that read the slices
+    assert not (warc_runs["home"] / "staging" / first["run_id"]).exists()
+
+
+def test_unchanged_warc_is_not_read_again(warc_runs):
+    con, second = warc_runs["con"], warc_runs["second"]
+    assert second["status"] == "nothing_new", second.get("message")
+    reasons = {
+        r[0]
+        for r in con.execute(
+            "SELECT reason FROM fetches WHERE run_id = ? AND stage = 'fetch'", [second["run_id"]]
+        ).fetchall()
+    }
+    assert reasons == {"unchanged"}
