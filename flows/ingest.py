@@ -231,7 +231,12 @@ def ingest(
             settings.cache_dir = str(wh.home / "cache")
         state = wh.fetch_state()
         shards, discovery_log = discover(sources, settings, run_id=run_id)
-        known_file = write_known_hashes(state, stage_dir / "known_hashes.parquet")
+        # only file shards read it; a run of network sources would write every known URL
+        known_file = (
+            write_known_hashes(state, stage_dir / "known_hashes.parquet")
+            if any(s.kind not in URL_KINDS for s in shards)
+            else ""
+        )
         discovery_rejects = _log_to_rejects(discovery_log, "discover", run_id)
         write_table(discovery_log, stage_dir / "fetches" / "discover.parquet")
         write_table(discovery_rejects, stage_dir / "rejects" / "discover.parquet")

@@ -948,6 +948,8 @@ class _Out:
             )
 
     def add_page(self, row: dict[str, Any]) -> None:
+        if self.sink_error is not None:  # a reader caught it: stop reading, nothing lands
+            raise self.sink_error
         self.pages.append(row)
         if self.page_sink is not None and len(self.pages) >= self.sink_rows:
             self._flush_pages()
