@@ -156,7 +156,8 @@ def test_a_staged_table_larger_than_a_row_group_arrives_whole(tmp_path):
 
 def _related_inputs(run_id: str) -> dict[str, list[pa.Table]]:
     """60 articles in 20 stories of 3 copies; each story names its own people and a shared
-    topic name with its neighbours, so every article has candidates in other stories."""
+    topic name with its neighbours, so every article has candidates in other stories; one
+    place is named everywhere (a feature in every article, which relates nothing)."""
     from tasks.enrich import ARTICLE_ENTITIES
 
     bodies = {f"http://r.test/{i}": f"Story {i // 3}, copy {i % 3}." for i in range(60)}
@@ -171,8 +172,20 @@ def _related_inputs(run_id: str) -> dict[str, list[pa.Table]]:
     pairs = zip(arts.column("article_id").to_pylist(), arts.column("url").to_pylist(), strict=True)
     for aid, url in pairs:
         s = url_to_story[url]
-        for name in (f"person-{s}", f"topic-{s // 2}", f"topic-{(s + 1) // 2}", "place-x"):
-            rows.append({"article_id": aid, "entity_id": name, "mention": name, "run_id": run_id})
+        names = (f"person-{s}", f"topic-{s // 2}", f"topic-{(s + 1) // 2}", "place-x")
+        for k, name in enumerate(
+            names
+        ):  # each mention at its own offsets: (id, start, end) is the key
+            rows.append(
+                {
+                    "article_id": aid,
+                    "entity_id": name,
+                    "mention": name,
+                    "start": 10 * k,
+                    "end": 10 * k + 5,
+                    "run_id": run_id,
+                }
+            )
     ents = pa.Table.from_pylist(rows, schema=ARTICLE_ENTITIES)
     return {"articles": [arts], "article_entities": [ents]}
 
@@ -201,3 +214,28 @@ def test_related_articles_same_in_slices_and_never_within_a_story(tmp_path, monk
         con.close()
     assert got[1000] == got[7]
     assert {r[2] for r in got[7]} <= {1, 2, 3, 4, 5}
+
+
+def test_related_articles_in_sql_match_the_python_scoring(tmp_path):
+    """The load's SQL derivation (integer-keyed pair join, slices) ranks, scores and explains
+    each pair exactly as the reference Python scoring on the same entities, where both keep
+    the same features (here: a name in every article is dropped by both)."""
+    from tasks.enrich import related_articles
+
+    inputs = _related_inputs("r1")
+    wh = Warehouse(tmp_path)
+    con = wh.connect()
+    wh.load(con, inputs, run_id="r1")
+    got = con.execute(
+        "SELECT article_id, related_article_id, rank, score, shared "
+        "FROM related_articles ORDER BY ALL"
+    ).fetchall()
+    arts = inputs["articles"][0]
+    clusters = arts.select(["article_id", "cluster_id"])
+    want = related_articles(inputs["article_entities"][0], None, clusters, top_k=5)
+    want_rows = sorted(
+        (r["article_id"], r["related_article_id"], r["rank"], r["score"], r["shared"])
+        for r in want.to_pylist()
+    )
+    assert len(got) == len(want_rows) > 100
+    assert got == want_rows
