@@ -115,11 +115,13 @@ class PeakRSS:
     parent's pages in forked children) once per process; ``peak_pss`` is the summed PSS, which
     splits each shared page between its users, i.e. what the tree really holds. Both are kept
     so the table can show the conservative number. ``peak_root`` / ``peak_child`` are the
-    largest RSS of the orchestrator and of any one worker.
+    largest RSS of the orchestrator and of any one worker. ``cpu`` keeps each process's last
+    seen CPU seconds (user + system), so the run's CPU splits into orchestrator and workers.
     """
 
     def __init__(self, root_pid: int) -> None:
         self.root = root_pid
+        self.cpu: dict[int, float] = {}
         self.peak = 0
         self.peak_pss = 0
         self.peak_root = 0
@@ -136,8 +138,10 @@ class PeakRSS:
                 for p in procs:
                     try:
                         info = p.memory_full_info()
+                        times = p.cpu_times()
                     except psutil.Error:
                         continue
+                    self.cpu[p.pid] = times.user + times.system
                     rss += info.rss
                     pss += getattr(info, "pss", info.rss)
                     if p.pid == self.root:
@@ -216,12 +220,28 @@ class PrefectServer:
             self.proc.wait(timeout=30)
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """CPU seconds so far of a process and its children (the Prefect server)."""
+    if pid is None:
+        return 0.0
+    try:
+        root = psutil.Process(pid)
+        total = 0.0
+        for p in [root, *root.children(recursive=True)]:
+            t = p.cpu_times()
+            total += t.user + t.system
+        return total
+    except psutil.Error:
+        return 0.0
+
+
 def run_newsflow(
     sources: Path,
     home: Path,
     workers: int,
     api_url: str | None = None,
     memlog: Path | None = None,
+    server_pid: int | None = None,
 ) -> tuple[float, int, dict]:
     cmd = [
         sys.executable,
@@ -240,6 +260,7 @@ def run_newsflow(
         env["NEWSFLOW_MEMLOG"] = str(memlog)
     if api_url:
         env["PREFECT_API_URL"] = api_url
+    server_cpu = _cpu_seconds(server_pid)
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -247,6 +268,7 @@ def run_newsflow(
     with PeakRSS(proc.pid) as peak:
         out, _ = proc.communicate()
     wall = time.perf_counter() - t0
+    server_cpu = _cpu_seconds(server_pid) - server_cpu
     if proc.returncode != 0:
         sys.stderr.write(out.decode("utf-8", "replace")[-4000:])
         raise SystemExit(f"newsflow run failed ({proc.returncode})")
@@ -269,6 +291,17 @@ def run_newsflow(
         "pss_sum": peak.peak_pss / 2**20,
         "orchestrator_rss": peak.peak_root / 2**20,  # peak over the run, not the end value
         "largest_worker_rss": peak.peak_child / 2**20,
+    }
+    # where the cores went: a total well under wall x cores means idle cores, not slow code
+    orchestrator = peak.cpu.get(proc.pid, 0.0)
+    children = sum(v for k, v in peak.cpu.items() if k != proc.pid)
+    total = orchestrator + children + server_cpu
+    info["cpu_s"] = {
+        "orchestrator": orchestrator,
+        "workers": children,
+        "prefect_server": server_cpu,
+        "total": total,
+        "core_use": total / (wall * workers),
     }
     return wall, peak.peak, info
 
@@ -304,8 +337,9 @@ def main() -> None:
         with server as srv:
             api = srv.url if srv is not None else None
             home = work / "home"
+            server_pid = srv.proc.pid if srv is not None and srv.proc is not None else None
             first_s, first_rss, first = run_newsflow(
-                sources, home, args.workers, api, memlog=work / "memlog.tsv"
+                sources, home, args.workers, api, memlog=work / "memlog.tsv", server_pid=server_pid
             )
             second_s, second_rss, second = run_newsflow(sources, home, args.workers, api)
         r = {
@@ -319,6 +353,7 @@ def main() -> None:
             "peak_rss_mb": first_rss / 2**20,
             "second_peak_rss_mb": second_rss / 2**20,
             "memory_mb": first["memory_mb"],
+            "cpu_s": first["cpu_s"],
             "stage_seconds": first["stage_seconds"],
             "articles": first["articles"],
             "second_status": second["status"],
@@ -355,6 +390,12 @@ def main() -> None:
             f"N={r['n']}: memory peaks (MB): tree RSS sum {m['rss_sum']:.0f}, tree PSS sum "
             f"{m['pss_sum']:.0f}, orchestrator RSS {m['orchestrator_rss']:.0f}, largest worker "
             f"RSS {m['largest_worker_rss']:.0f}"
+        )
+        c = r["cpu_s"]
+        print(
+            f"N={r['n']}: CPU s: orchestrator {c['orchestrator']:.1f}, workers {c['workers']:.1f}, "
+            f"Prefect server {c['prefect_server']:.1f}, total {c['total']:.1f} = "
+            f"{c['core_use']:.0%} of wall x {args.workers} cores"
         )
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=1), encoding="utf-8")
