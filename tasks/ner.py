@@ -296,19 +296,22 @@ class _Tokens:
     """A Doc's tokens as ``_Tok`` tuples, each read from spaCy once, on first use.
 
     The span rules look at the same few tokens around each entity many times; ``doc[i]``
-    builds a new Token object every time (a million of them on 200 articles).
+    builds a new Token object every time (a million of them on 200 articles). The cache is a
+    list indexed like the Doc (negative indices too), and span texts are kept as well: each
+    span's text is asked for several times (``_fix_span``, then twice by ``token_spans``).
     """
 
     def __init__(self, doc: Any) -> None:
         self.doc = doc
         self.n = len(doc)
-        self._toks: dict[int, _Tok] = {}
+        self._toks: list[_Tok | None] = [None] * self.n
+        self._texts: dict[tuple[int, int], str] = {}
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int) -> _Tok:
-        t = self._toks.get(i)
+        t = self._toks[i]
         if t is None:
             k = self.doc[i]
             t = _Tok(
@@ -319,7 +322,8 @@ class _Tokens:
 
     def range(self, a: int, b: int) -> list[_Tok]:
         """Tokens a..b-1, clipped to the Doc like ``doc[a:b]``."""
-        return [self[i] for i in range(max(a, 0), min(b, self.n))]
+        toks = self._toks
+        return [toks[i] or self[i] for i in range(max(a, 0), min(b, self.n))]
 
     def span_text(self, a: int, b: int) -> str:
         """``doc[a:b].text``: the tokens with the spaces between them."""
@@ -328,7 +332,12 @@ class _Tokens:
             return ""
         if b - a == 1:
             return self[a].text
-        return "".join([t.text + t.ws for t in self.range(a, b - 1)]) + self[b - 1].text
+        text = self._texts.get((a, b))
+        if text is None:
+            toks = self.range(a, b)
+            text = "".join([t.text + t.ws for t in toks[:-1]]) + toks[-1].text
+            self._texts[a, b] = text
+        return text
 
 
 def _fix_span(
@@ -345,20 +354,26 @@ def _fix_span(
     entry = lookup_(text) if label in RELABELABLE or label in ("PER", "ORG", "LOC") else None
     if entry is None:
         # Trim leading determiners / titles and trailing possessives / punctuation.
-        while start < end and (
-            toks[start].lower_ in DETERMINERS
-            or toks[start].is_punct
-            or (toks[start].lower_ in TITLES and end - start > 1 and label in ("PERSON", "PER"))
-            or (toks[start].lower_ in DESCRIPTORS and end - start > 1)
-            or (toks[start].is_lower and toks[start].is_alpha)
-        ):
+        while start < end:
+            t = toks[start]
+            if not (
+                t.lower_ in DETERMINERS
+                or t.is_punct
+                or (t.lower_ in TITLES and end - start > 1 and label in ("PERSON", "PER"))
+                or (t.lower_ in DESCRIPTORS and end - start > 1)
+                or (t.is_lower and t.is_alpha)
+            ):
+                break
             start += 1
-        while start < end and (
-            toks[end - 1].lower_ in ("'s", "\u2019s", "'", "\u2019")
-            or (toks[end - 1].is_punct and toks[end - 1].text not in ".)")
-            or toks[end - 1].text == "-"
-            or (toks[end - 1].is_lower and toks[end - 1].is_alpha)  # "Georgian Dream party"
-        ):
+        while start < end:
+            t = toks[end - 1]
+            if not (
+                t.lower_ in ("'s", "\u2019s", "'", "\u2019")
+                or (t.is_punct and t.text not in ".)")
+                or t.text == "-"
+                or (t.is_lower and t.is_alpha)  # "Georgian Dream party"
+            ):
+                break
             end -= 1
         if start >= end:
             return None
@@ -452,11 +467,19 @@ def token_spans(doc: Any, use_gazetteer: bool = True) -> list[tuple[int, int, st
     # Lists share a type: "the ports of Odesa, Chornomorsk and Pivdennyi" are all places, so a
     # known place name, or an unknown one-word name, next to a LOC in a list ("," / "and" /
     # "or" between) becomes LOC too.
+    # Whether a span may join a list is the same in both rounds (only labels change): asked
+    # once per span, and not at all for a LOC.
+    joins: list[bool | None] = [None] * len(out)
     for _ in range(2):
         for i, (s, e, lab) in enumerate(out):
-            text = toks.span_text(s, e)
-            known_place = gazetteer().is_place_name(text, 15_000)
-            if lab == "LOC" or not (known_place or (e - s == 1 and lookup(text) is None)):
+            if lab == "LOC":
+                continue
+            if joins[i] is None:
+                text = toks.span_text(s, e)
+                joins[i] = gazetteer().is_place_name(text, 15_000) or (
+                    e - s == 1 and lookup(text) is None
+                )
+            if not joins[i]:
                 continue
             for j in (i - 1, i + 1):
                 if 0 <= j < len(out) and out[j][2] == "LOC":
