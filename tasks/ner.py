@@ -26,7 +26,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import pairwise
+from itertools import repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -740,8 +740,10 @@ def analyse(pipe: Any, docs: list[Any], prune: bool = True) -> list[Any]:
 
 
 def _layer_norm(X: Any, G: Any, b: Any) -> Any:
-    """thinc's LayerNorm forward: (X - mean) / sqrt(var + 1e-8) * G + b, per row."""
-    d = X - X.mean(axis=1, keepdims=True)
+    """thinc's LayerNorm forward: (X - mean) / sqrt(var + 1e-8) * G + b, per row, computed
+    in X (a temporary of the caller's) rather than in a new array."""
+    d = X
+    d -= X.mean(axis=1, keepdims=True)
     var = (d * d).mean(axis=1, keepdims=True)
     var += 1e-08
     d *= var ** (-1.0 / 2.0)
@@ -1088,6 +1090,7 @@ class _GreedyNER:
         pads every Doc with (``with_array(pad=receptive field)``).
         """
         import numpy as np
+        from numpy.lib.stride_tricks import as_strided
 
         r = self._field
         n_feat = len(self._columns)
@@ -1101,22 +1104,25 @@ class _GreedyNER:
             lens[k] = b - a + 2 * r
             off += lens[k]
         H = self._embed(feats)
+        nI = H.shape[1]
         for W, bias, G, beta in self._cnn:
-            ends = np.cumsum(lens)
-            keep = np.ones(len(H), dtype=bool)
+            # Row j of this view is H[j], H[j + 1], H[j + 2] side by side (H's rows are
+            # contiguous), the window of row j + 1: one row gather builds the layer's input
+            # where a gather of three index arrays did, and its middle third is the residual.
+            V = as_strided(H, shape=(len(H) - 2, 3 * nI), strides=H.strides, writeable=False)
+            keep = np.ones(len(V), dtype=bool)  # rows whose window lies inside one unit
+            ends = np.cumsum(lens)[:-1]
+            keep[ends - 2] = False
             keep[ends - 1] = False
-            keep[ends - lens] = False
-            idx = np.flatnonzero(keep)
-            # the window [t - 1, t, t + 1] of every kept row, in one gather
-            window = np.stack((idx - 1, idx, idx + 1), axis=1).ravel()
-            Y = H[window].reshape((len(idx), 3 * H.shape[1])) @ W
+            X = V[np.flatnonzero(keep)]
+            Y = X @ W
             Y += bias
             nO = G.shape[0]
             best = np.maximum(Y[:, :nO], Y[:, nO : 2 * nO])
             for piece in range(2, Y.shape[1] // nO):
                 np.maximum(best, Y[:, piece * nO : (piece + 1) * nO], out=best)
-            H = H[idx]
-            H += _layer_norm(best, G, beta)
+            H = _layer_norm(best, G, beta)
+            H += X[:, nI : 2 * nI]
             lens = lens - 2
         lin_W, lin_b = self._linear
         out = H @ lin_W
@@ -1125,38 +1131,45 @@ class _GreedyNER:
 
     def _embed(self, feats: Any) -> Any:
         """Embedding rows for feature rows, through the per-word cache (all-zero features:
-        a position outside the Doc, embedded as zeros)."""
+        a position outside the Doc, embedded as zeros).
+
+        Every row is looked up as it is (one C-level ``map`` of ``dict.get`` over the rows as
+        ``bytes``): on a warm cache nearly all rows hit, and sorting them to look up each
+        distinct word once cost more than the repeats. Only the missing rows are made
+        distinct (sorted, as before), so new words are embedded in the same batches.
+        """
         import numpy as np
 
-        uniq, inverse = np.unique(
-            np.ascontiguousarray(feats).view(f"V{8 * feats.shape[1]}").ravel(),
-            return_inverse=True,
-        )
-        inverse = inverse.ravel()
+        keys = np.ascontiguousarray(feats).view(f"V{8 * feats.shape[1]}").ravel()
         with self._lock:
-            index = self._emb_index
-            keys = [u.tobytes() for u in uniq]
-            rows = np.array([index.get(k, -1) for k in keys], dtype=np.int64)
-            missing = np.flatnonzero(rows < 0)
-            if len(missing):
-                if len(index) + len(missing) > _EMBED_CACHE:
+            rows = self._cached_rows(keys)
+            miss = rows < 0
+            if miss.any():
+                uniq, inverse = np.unique(keys[miss], return_inverse=True)
+                if len(self._emb_index) + len(uniq) > _EMBED_CACHE:
                     self._reset_cache()
-                    index = self._emb_index
-                    rows = np.array([index.get(k, -1) for k in keys], dtype=np.int64)
-                    missing = np.flatnonzero(rows < 0)
-                new = uniq[missing].view(np.uint64).reshape((len(missing), feats.shape[1]))
+                    rows = self._cached_rows(keys)
+                    miss = rows < 0
+                    uniq, inverse = np.unique(keys[miss], return_inverse=True)
+                new = uniq.view(np.uint64).reshape((len(uniq), feats.shape[1]))
                 vecs = self._embed_model[1].predict(self._embed_model[0].predict(new))
-                start, end = self._n_emb, self._n_emb + len(missing)
+                start, end = self._n_emb, self._n_emb + len(uniq)
                 if end > len(self._emb):  # grow by doubling: appends stay linear overall
                     grown = np.zeros((max(2 * len(self._emb), end), self._emb.shape[1]), "f")
                     grown[:start] = self._emb[:start]
                     self._emb = grown
                 self._emb[start:end] = vecs
                 self._n_emb = end
-                rows[missing] = np.arange(start, end)
-                for u in missing.tolist():
-                    index[keys[u]] = int(rows[u])
-            return self._emb[rows[inverse]]
+                rows[miss] = start + inverse.ravel()
+                self._emb_index.update(zip(uniq.tolist(), range(start, end), strict=True))
+            return self._emb[rows]
+
+    def _cached_rows(self, keys: Any) -> Any:
+        """Cache row of each key (feature row as ``bytes``), -1 where it is not cached."""
+        import numpy as np
+
+        get = self._emb_index.get
+        return np.fromiter(map(get, keys.tolist(), repeat(-1)), dtype=np.int64, count=len(keys))
 
     def _reset_cache(self) -> None:
         """Empty the embedding cache (row 0, for positions outside a Doc, stays zeros)."""
@@ -1257,26 +1270,23 @@ class _GreedyNER:
         # Decode sentence by sentence: no entity is open at a sentence start (spaCy's rules
         # close it before), so the pieces run in parallel and a batch takes as many steps as
         # its longest sentence, not its longest unit.
-        u_doc: list[int] = []
-        shift: list[int] = []  # doc token = global index + shift
-        g_list: list[int] = []
-        end_list: list[int] = []
-        off = 0
-        for i, a, b in units:
-            cuts = np.flatnonzero(arrs[i][a + 1 : b, 2].view(np.int64) == 1) + (a + 1)
-            bounds = [a, *cuts.tolist(), b]
-            for x, y in pairwise(bounds):
-                u_doc.append(i)
-                shift.append(a - off)
-                g_list.append(off + x - a)
-                end_list.append(off + y - a)
-            off += b - a
+        # Pieces start at each unit's first token and at every sentence start inside a unit,
+        # found over all decoded tokens at once (T: decoded tokens, in unit order).
+        u_doc_a, u_a, u_b = (np.array(c, dtype=np.int64) for c in zip(*units, strict=True))
+        u_off = np.cumsum(u_b - u_a) - (u_b - u_a)  # global index of each unit's first token
+        cut = np.concatenate([arrs[i][a:b, 2] for i, a, b in units]).view(np.int64) == 1
+        cut[u_off] = True
+        g = np.flatnonzero(cut)  # global index of the buffer's first token (B0), per piece
+        end = np.append(g[1:], len(cut))
+        piece_unit = np.searchsorted(u_off, g, side="right") - 1
+        u_doc = u_doc_a[piece_unit]
+        shift = (u_a - u_off)[piece_unit]  # doc token = global index + shift
         # one entry per unfinished piece
-        unit_i = np.arange(len(u_doc))
-        g = np.array(g_list, dtype=np.int64)  # global index of the buffer's first token (B0)
-        end = np.array(end_list, dtype=np.int64)
+        unit_i = np.arange(len(g))
         ent = np.zeros(len(g), dtype=np.int64)  # label index of the open entity, 0 = none
         ent_row = np.zeros(len(g), dtype=np.int64)  # its first token's feature row
+        # emitted entities, one array per step: piece, first and end global token, label index
+        found: list[tuple[Any, Any, Any, Any]] = []
         while len(g):
             keys = tok_key[g] + ent
             r = key_row[keys]
@@ -1311,16 +1321,21 @@ class _GreedyNER:
             if begin.any():
                 ent = np.where(begin, lab[guess], ent)
                 ent_row = np.where(begin, g + 1, ent_row)
-            for j in np.flatnonzero(emits[k]).tolist():
-                u = int(unit_i[j])
-                i, d = u_doc[u], shift[u]
-                b0 = int(g[j]) + d
-                if k[j] == _UNIT:
-                    out[i].append((b0, b0 + 1, int(label_hash[lab[guess[j]]])))
-                else:
-                    out[i].append((int(ent_row[j]) - 1 + d, b0 + 1, int(label_hash[ent[j]])))
-                    ent[j] = 0
-                    ent_row[j] = 0
+            em = np.flatnonzero(emits[k])
+            if len(em):
+                # U: the token alone, with the move's label; L: the open entity, then closed
+                unit = k[em] == _UNIT
+                closed = em[~unit]
+                found.append(
+                    (
+                        unit_i[em],
+                        np.where(unit, g[em], ent_row[em] - 1),
+                        g[em] + 1,
+                        np.where(unit, lab[guess[em]], ent[em]),
+                    )
+                )
+                ent[closed] = 0
+                ent_row[closed] = 0
             g += 1
             if stuck is not None:
                 g[stuck] = end[stuck]
@@ -1328,6 +1343,17 @@ class _GreedyNER:
             if done.any():
                 keep = ~done
                 unit_i, g, end, ent, ent_row = (a[keep] for a in (unit_i, g, end, ent, ent_row))
+        if found:
+            piece, first, stop, label = (np.concatenate(c) for c in zip(*found, strict=True))
+            d = shift[piece]
+            for i, s, e, h in zip(
+                u_doc[piece].tolist(),
+                (first + d).tolist(),
+                (stop + d).tolist(),
+                label_hash[label].tolist(),
+                strict=True,
+            ):
+                out[i].append((s, e, h))
         for spans in out:
             spans.sort()
         return out
