@@ -1372,7 +1372,7 @@ class _GreedyNER:
 
     def annotate(self, docs: list[Any], prune: bool = True) -> None:
         """Set each Doc's entities as the component's own ``set_annotations`` would."""
-        from spacy.attrs import ENT_KB_ID
+        from spacy.attrs import ENT_IOB, ENT_KB_ID, ENT_TYPE
         from spacy.tokens import Span
 
         for doc, ents in zip(docs, self.predict(docs, prune), strict=True):
@@ -1382,4 +1382,12 @@ class _GreedyNER:
                 kb = doc.to_array(ENT_KB_ID)
                 spans = [Span(doc, s, e, label=lab, kb_id=int(kb[s])) for s, e, lab in ents]
                 doc.set_ents(spans, default="unmodified")
-            doc.set_ents(list(doc.ents), default="outside")  # tokens left unset become O
+            # Tokens left unset become O. That is ``doc.set_ents(list(doc.ents),
+            # default="outside")``, whose rewrite of each entity's tokens changes nothing here
+            # (they are consistent after the call above), without a Span per entity: a token
+            # outside every entity is one that is not I and not B with a type.
+            ent = doc.to_array([ENT_IOB, ENT_TYPE])
+            outside = (ent[:, 0] != 1) & ((ent[:, 0] != 3) | (ent[:, 1] == 0))
+            if outside.any():
+                ent[outside] = (2, 0)
+                doc.from_array([ENT_IOB, ENT_TYPE], ent)
