@@ -1371,23 +1371,39 @@ class _GreedyNER:
         return False
 
     def annotate(self, docs: list[Any], prune: bool = True) -> None:
-        """Set each Doc's entities as the component's own ``set_annotations`` would."""
-        from spacy.attrs import ENT_IOB, ENT_KB_ID, ENT_TYPE
-        from spacy.tokens import Span
+        """Set each Doc's entities as the component's own ``set_annotations`` would.
 
+        That is ``doc.set_ents(spans, default="unmodified")`` with a Span per entity (label,
+        and the kb id of its first token), then ``doc.set_ents(list(doc.ents),
+        default="outside")``. Both are done here on the token arrays, in one ``from_array``,
+        without building a Span (and two Tokens) per entity: entity tokens get B/I, the label
+        and the first token's kb id; set_ents' repair of I tokens (an I after O, or after a
+        token of another type, becomes B) is applied at once (one change never enables
+        another); then every token outside an entity (not I, and not B with a type) is O.
+        """
+        import numpy as np
+        from spacy.attrs import ENT_IOB, ENT_KB_ID, ENT_TYPE
+
+        cols = [ENT_IOB, ENT_TYPE, ENT_KB_ID]
         for doc, ents in zip(docs, self.predict(docs, prune), strict=True):
             if not len(doc):
                 continue
+            arr = doc.to_array(cols).reshape((len(doc), len(cols)))
+            iob, typ, kb = arr[:, 0], arr[:, 1], arr[:, 2]
             if ents:
-                kb = doc.to_array(ENT_KB_ID)
-                spans = [Span(doc, s, e, label=lab, kb_id=int(kb[s])) for s, e, lab in ents]
-                doc.set_ents(spans, default="unmodified")
-            # Tokens left unset become O. That is ``doc.set_ents(list(doc.ents),
-            # default="outside")``, whose rewrite of each entity's tokens changes nothing here
-            # (they are consistent after the call above), without a Span per entity: a token
-            # outside every entity is one that is not I and not B with a type.
-            ent = doc.to_array([ENT_IOB, ENT_TYPE])
-            outside = (ent[:, 0] != 1) & ((ent[:, 0] != 3) | (ent[:, 1] == 0))
-            if outside.any():
-                ent[outside] = (2, 0)
-                doc.from_array([ENT_IOB, ENT_TYPE], ent)
+                spans = np.array(ents, dtype=np.uint64)  # label hashes need all 64 bits
+                start, label = spans[:, 0].astype(np.int64), spans[:, 2]
+                size = spans[:, 1].astype(np.int64) - start
+                tok = np.arange(size.sum()) + np.repeat(start - (np.cumsum(size) - size), size)
+                iob[tok] = 1
+                typ[tok] = np.repeat(label, size)
+                kb[tok] = np.repeat(kb[start], size)
+                iob[start] = 3
+                prev = iob[:-1]
+                after_o = (prev == 0) | (prev == 2)
+                after_other = (typ[:-1] != typ[1:]) & ((prev == 1) | (prev == 3))
+                iob[1:][(iob[1:] == 1) & (after_o | after_other)] = 3
+            outside = (iob != 1) & ((iob != 3) | (typ == 0))
+            iob[outside] = 2
+            typ[outside] = 0
+            doc.from_array(cols, arr)
