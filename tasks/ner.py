@@ -344,6 +344,8 @@ def _fix_span(
     doc: Any, start: int, end: int, label: str, use_gazetteer: bool = True
 ) -> tuple[int, int, str] | None:
     """Map the label and trim one span; None when nothing entity-like is left."""
+    if label not in LABEL_MAP and label not in RELABELABLE:
+        return None  # DATE, CARDINAL, NORP, ...: no rule below gives them a PER/ORG/LOC label
     lookup_ = lookup if use_gazetteer else _no_lookup
     toks = doc if isinstance(doc, _Tokens) else _Tokens(doc)
     text = toks.span_text(start, end)
@@ -448,12 +450,34 @@ def _person_apposition(toks: _Tokens, start: int, end: int) -> bool:
     )
 
 
+def _entities(doc: Any) -> list[tuple[int, int, str]]:
+    """``(ent.start, ent.end, ent.label_)`` for ``doc.ents``, read from the token arrays.
+
+    ``doc.ents`` builds a Span (and looks up two Tokens) per entity; as it does, an entity
+    starts at a B token with a type and runs over the I tokens after it.
+    """
+    import numpy as np
+    from spacy.attrs import ENT_IOB, ENT_TYPE
+
+    if not len(doc):
+        return []
+    iob, typ = doc.to_array([ENT_IOB, ENT_TYPE]).reshape((len(doc), 2)).T
+    starts = np.flatnonzero((iob == 3) & (typ != 0))
+    not_in = np.append(np.flatnonzero(iob != 1), len(doc))
+    ends = not_in[np.searchsorted(not_in, starts, side="right")]
+    strings = doc.vocab.strings
+    return [
+        (s, e, strings[t])
+        for s, e, t in zip(starts.tolist(), ends.tolist(), typ[starts].tolist(), strict=True)
+    ]
+
+
 def token_spans(doc: Any, use_gazetteer: bool = True) -> list[tuple[int, int, str]]:
     """PER/ORG/LOC spans of a processed Doc as (start_token, end_token_exclusive, label)."""
     out: list[tuple[int, int, str]] = []
     toks = _Tokens(doc)
-    for ent in doc.ents:
-        fixed = _fix_span(toks, ent.start, ent.end, ent.label_, use_gazetteer)
+    for start, end, label in _entities(doc):
+        fixed = _fix_span(toks, start, end, label, use_gazetteer)
         if fixed is None:
             continue
         s, e, lab = fixed
