@@ -91,6 +91,30 @@ def test_batched_decoder_matches_spacy_ner() -> None:
     assert [d.text for d in ours] == texts
 
 
+def test_entity_token_state_matches_spacy() -> None:
+    """annotate() and the rulers leave every token's entity fields as spaCy's pipeline does
+    (annotate writes them as arrays), and token_spans reads the entities doc.ents holds."""
+    from tasks.ner import _entities, analyse, nlp
+
+    pipe = nlp()
+    texts = [
+        TEXT,
+        "",
+        "The Kremlin said so.\n\n  NATO met in Brussels.  Chatham House and Fox News agreed.",
+        "IBM and Apple Inc. hired 3,000 people in New York City last year, the Times said.",
+        "Prime Minister Keir Starmer met the BBC in the Soviet Union on 3 May 2024.",
+    ]
+    ours = analyse(pipe, [pipe.make_doc(t) for t in texts], prune=False)
+    theirs = list(pipe.pipe(texts))
+
+    def state(doc: Any) -> list[tuple[str, str, int, int]]:
+        return [(t.ent_iob_, t.ent_type_, t.ent_kb_id, t.ent_id) for t in doc]
+
+    assert [state(d) for d in ours] == [state(d) for d in theirs]
+    for doc in ours:
+        assert _entities(doc) == [(e.start, e.end, e.label_) for e in doc.ents]
+
+
 def _units(text: str) -> tuple[object, list[tuple[int, int, int]]]:
     """The Doc after the components before NER, and the stretches pruning sends to the net."""
     from tasks.ner import _decoder, nlp
