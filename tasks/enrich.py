@@ -619,11 +619,11 @@ def _yake(top: int, ngram: int) -> Any:
 
 
 _PUNCT = frozenset(string.punctuation)
-_TAGS: dict[tuple[str, bool], str] = {}  # YAKE's get_tag by (word, not first in sentence)
 _NO_PUNCT = str.maketrans("", "", string.punctuation)
 
 
-_SPAN_PIECES: dict[str, tuple[str, ...]] = {}  # segtok word_tokenizer.split of a space-free span
+# a space-free span -> (segtok word_tokenizer.split of it, the same after _tail)
+_SPAN_PIECES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 _TOKEN_TAIL: dict[tuple[str, bool], tuple[str, ...]] = {}  # a token after YAKE's clean-up
 
 
@@ -658,33 +658,57 @@ def _tail(token: str, from_words: bool) -> tuple[str, ...]:
     return out
 
 
-def _word_tokens(sentence: str) -> list[tuple[str, bool]]:
-    """segtok's word_tokenizer(sentence) before its token-local clean-up (see _tail).
+# segtok splits spans with the regex module's Unicode ``\s+``; str.split() splits at the same
+# characters except these four controls (whitespace to Python, not to Unicode), and is far cheaper
+_NOT_UNICODE_SPACE = re.compile("[\x1c-\x1f]")
+# HYPHENATED_LINEBREAK needs one of these: without them its substitution is the identity
+_LINEBREAK_CHAR = re.compile("[\r\n\u2028]")
+
+
+def _span_tokens(span: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(word_tokenizer pieces of a space-free span, the same pieces after _tail), cached.
+
+    The pieces depend on the span alone (news repeats its words); the tailed form is what the
+    span contributes whenever the sentence-final fix does not touch it.
+    """
+    got = _SPAN_PIECES.get(span)
+    if got is None:
+        from segtok.tokenizer import word_tokenizer
+
+        if len(_SPAN_PIECES) > 200_000:
+            _SPAN_PIECES.clear()
+        pieces = tuple(t for t in word_tokenizer.split(span) if t)
+        got = _SPAN_PIECES[span] = (pieces, tuple(w for t in pieces for w in _tail(t, True)))
+    return got
+
+
+def _word_tokens(sentence: str) -> list[str]:
+    """segtok's word_tokenizer(sentence) followed by _tail on every token.
 
     The library runs its big regular expression over every space-separated span of every
-    sentence; the pieces of a span depend on the span alone, so they are cached (news repeats
-    its words). The sentence-final fix (a terminal "." split off one of the last three
-    tokens) reads the token list and is the library's code.
+    sentence; the pieces of a span are cached (_span_tokens). The sentence-final fix (a
+    terminal "." split off one of the last three tokens) is the library's code and reads only
+    the last three tokens, so it runs on the spans that hold them; the spans before it
+    contribute their cached tailed pieces.
     """
     from segtok.segmenter import SENTENCE_TERMINALS
-    from segtok.tokenizer import (
-        APO_MATCHER,
-        HYPHENATED_LINEBREAK,
-        space_tokenizer,
-        word_tokenizer,
-    )
+    from segtok.tokenizer import APO_MATCHER, HYPHENATED_LINEBREAK, space_tokenizer, word_tokenizer
 
-    pieces = _SPAN_PIECES
-    if len(pieces) > 200_000:
-        pieces.clear()
-    tokens: list[str] = []
-    for span in space_tokenizer.split(HYPHENATED_LINEBREAK.sub(r"\1\2", sentence)):
-        if not span:
-            continue
-        got = pieces.get(span)
-        if got is None:
-            got = pieces[span] = tuple(t for t in word_tokenizer.split(span) if t)
-        tokens += got
+    if _LINEBREAK_CHAR.search(sentence):
+        sentence = HYPHENATED_LINEBREAK.sub(r"\1\2", sentence)
+    if _NOT_UNICODE_SPACE.search(sentence):
+        spans = [t for t in space_tokenizer.split(sentence) if t]
+    else:
+        spans = sentence.split()
+    got = [_span_tokens(span) for span in spans]
+    k, n = len(got), 0
+    while k and n < 3:  # the spans holding the last three tokens
+        k -= 1
+        n += len(got[k][0])
+    out: list[str] = []
+    for _, tailed in got[:k]:
+        out += tailed
+    tokens = [t for pieces, _ in got[k:] for t in pieces]
     for idx, word in enumerate(reversed(tokens[-3:]), 1):
         if (word_tokenizer.match(word) and not APO_MATCHER.match(word)) or any(
             t in word for t in SENTENCE_TERMINALS
@@ -699,7 +723,9 @@ def _word_tokens(sentence: str) -> list[tuple[str, bool]]:
                 tokens[-idx] = word[0]
                 tokens.insert(len(tokens) - idx + 1, word[1:])
             break
-    return [(t, True) for t in tokens]
+    for t in tokens:
+        out += _tail(t, True)
+    return out
 
 
 _ABBREV_WINDOW = 32  # longer than any match of segtok's ABBREVIATIONS (<= 17 characters)
@@ -817,14 +843,213 @@ def _sentences(text: str) -> list[list[str]]:
     for s in _split_multi(text):
         if not s.strip():
             continue
-        toks: list[tuple[str, bool]] = []
+        if "@" not in s and "://" not in s:  # web_tokenizer matches only URIs and e-mails
+            out.append(_word_tokens(unescape(s)))
+            continue
+        words: list[str] = []
         for k, part in enumerate(web_tokenizer.split(s)):
-            if k % 2:
-                toks.append((part, False))
-            else:
-                toks += _word_tokens(unescape(part))
-        out.append([w for t in toks for w in _tail(*t)])
+            words += _tail(part, False) if k % 2 else _word_tokens(unescape(part))
+        out.append(words)
     return out
+
+
+_KW_FORMS: dict[str, tuple[str, ...]] = {}  # a token as YAKE sees it (_kw_form)
+
+
+def _kw_form(word: str) -> tuple[str, ...]:
+    """YAKE's view of one token: () for punctuation only, else (its tag as the first word of a
+    sentence, its tag elsewhere, its lower-case form).
+
+    get_tag reads the position only as "first word or not", so all of it depends on the token
+    alone and is cached by token (news repeats its words).
+    """
+    form = _KW_FORMS.get(word)
+    if form is None:
+        from yake.data.utils import get_tag
+
+        if len(_KW_FORMS) > 200_000:
+            _KW_FORMS.clear()
+        if word.strip(string.punctuation):
+            form = (get_tag(word, 0, _PUNCT), get_tag(word, 1, _PUNCT), word.lower())
+        else:
+            form = ()
+        _KW_FORMS[word] = form
+    return form
+
+
+@dataclass
+class _KwStats:
+    """YAKE's term and phrase statistics of one text, by term id (first occurrence order)."""
+
+    stop: list[bool] = field(default_factory=list)
+    tf: list[float] = field(default_factory=list)
+    tf_case: list[list[float]] = field(default_factory=list)  # [all caps, capitalised inside]
+    occurs: list[dict[int, None]] = field(default_factory=list)  # sentence ids, in order
+    right: list[dict[int, float]] = field(default_factory=list)  # co-occurrences, term -> next
+    left: list[dict[int, float]] = field(default_factory=list)
+    # kw.lower() -> [kw, seen once without a "u"/"d" word, term ids, tf]
+    cands: dict[str, list[Any]] = field(default_factory=dict)
+
+
+def _kw_stats(sentences: list[list[str]], stopwords: set[str], ngram: int) -> _KwStats:
+    """Count terms, co-occurrences and candidate phrases of tokenised sentences as YAKE does.
+
+    A phrase that starts or ends with a stop word is never scored (YAKE drops it), so it is not
+    recorded: about half the phrases, and the ones kept are recorded in the same order, so ties
+    sort the same. Of the tags of a phrase's occurrences YAKE reads only whether one has no
+    "u" (unusual) or "d" (digit) word, so that is all that is kept.
+    """
+    st = _KwStats()
+    stop, tf, tf_case, occurs, right, left, cands = (
+        st.stop, st.tf, st.tf_case, st.occurs, st.right, st.left, st.cands
+    )  # fmt: skip
+    term_id: dict[str, int] = {}
+    term_of: dict[str, int] = {}  # lower-case word -> term: a word form keeps the term it got first
+    forms: dict[str, tuple[Any, ...]] = {}  # token -> (tag first, tag elsewhere, lower, term)
+
+    def term(lower: str) -> int:
+        unique = lower
+        sto = unique in stopwords
+        if unique.endswith("s") and len(unique) > 3:
+            unique = unique[:-1]
+        i = term_id.get(unique)
+        if i is None:
+            i = term_id[unique] = len(stop)
+            bare = unique.translate(_NO_PUNCT)
+            stop.append(sto or unique in stopwords or len(bare) < 3)
+            tf.append(0.0)
+            tf_case.append([0.0, 0.0])
+            occurs.append({})
+            right.append({})
+            left.append({})
+        return i
+
+    def form(word: str) -> tuple[Any, ...]:
+        f = _kw_form(word)
+        if f:
+            i = term_of.get(f[2])
+            if i is None:
+                i = term_of[f[2]] = term(f[2])
+            f = (*f, i)
+        forms[word] = f
+        return f
+
+    keep = max(ngram - 1, 1)  # words of context a phrase can start in
+    # where the phrases ending at a word start, by the number of words before it in the run
+    starts = [range(n, max(0, n - (ngram - 1)) - 1, -1) for n in range(keep + 1)]
+    for sid, sentence in enumerate(sentences):
+        # the current run of words: (tag, word, lower-case word, term, plain), at most `keep`
+        block: list[tuple[str, str, str, int, bool]] = []
+        for pos, word in enumerate(sentence):
+            f = forms.get(word)
+            if f is None:
+                f = form(word)
+            if not f:  # punctuation only
+                block = []
+                continue
+            tag, lower, i = f[1] if pos else f[0], f[2], f[3]
+            plain = tag not in "ud"
+            tf[i] += 1.0
+            if tag == "a":
+                tf_case[i][0] += 1.0
+            elif tag == "n":
+                tf_case[i][1] += 1.0
+            occurs[i][sid] = None
+            if plain and block and block[-1][4]:
+                j = block[-1][3]
+                right[j][i] = right[j].get(i, 0.0) + 1.0
+                left[i][j] = left[i].get(j, 0.0) + 1.0
+            cur = (tag, word, lower, i, plain)
+            if not stop[i]:  # candidates ending here: the word, then with words before it
+                key, clean, n = lower, plain, len(block)
+                for w in starts[n]:
+                    if w < n:
+                        b = block[w]
+                        key = b[2] + " " + key
+                        clean = clean and b[4]
+                        if stop[b[3]]:
+                            continue
+                    c = cands.get(key)  # kw.lower() of the phrase, word by word
+                    if c is None:
+                        words = [*block[w:], cur]
+                        kw = " ".join([x[1] for x in words])
+                        cands[key] = [kw, clean, [x[3] for x in words], 1.0]
+                    else:
+                        c[1] = c[1] or clean
+                        c[3] += 1.0
+            block.append(cur)
+            if len(block) > keep:
+                del block[0]
+    return st
+
+
+def _term_weights(st: _KwStats, n_sentences: int) -> list[float] | None:
+    """YAKE's term score h of every term (None when there is no content word).
+
+    avg + std of the content words' tf is the one numpy value; the rest is float arithmetic
+    in the library's order, so the scores are the library's to the bit.
+    """
+    import numpy as np
+
+    valid_tfs = np.array([f for f, s in zip(st.tf, st.stop, strict=True) if not s])
+    if not valid_tfs.size:
+        return None
+    tf_norm = float(valid_tfs.mean() + valid_tfs.std())
+    tf = st.tf
+    max_tf = max(tf)
+    h: list[float] = []
+    for i, (right, left, occurs, case) in enumerate(
+        zip(st.right, st.left, st.occurs, st.tf_case, strict=True)
+    ):
+        wir, wil = sum(right.values()), sum(left.values())
+        pwr = 0 if wir == 0 else len(right) / wir
+        pwl = 0 if wil == 0 else len(left) / wil
+        share = tf[i] / max_tf
+        wrel = 0.5 + pwl * share + (0.5 + pwr * share)
+        wfreq = tf[i] / tf_norm
+        wspread = len(occurs) / n_sentences
+        wcase = max(case) / (1.0 + math.log(tf[i]))
+        if len(occurs) == 1:  # most terms: the median is the one sentence
+            median: float = next(iter(occurs))
+        else:
+            sids = list(occurs)
+            mid = len(sids) // 2
+            median = sids[mid] if len(sids) % 2 else (sids[mid - 1] + sids[mid]) / 2
+        wpos = math.log(math.log(3.0 + median))
+        h.append(wpos * wrel / (wcase + wfreq / wrel + wspread / wrel))
+    return h
+
+
+def _phrase_scores(st: _KwStats, h: list[float]) -> list[tuple[float, str, str]]:
+    """(score, kw.lower(), kw) of every scorable candidate, best first (YAKE's order on ties).
+
+    prod(h) / ((sum(h) + 1) * tf), with a stop word inside a phrase weighted by the bigram
+    probabilities of its neighbours; a one-word phrase is h / ((h + 1) * tf) (0.0 + h and
+    1.0 * h are h exactly).
+    """
+    stop, tf, right = st.stop, st.tf, st.right
+    scored = []
+    for ukw, (kw, clean, ids, ctf) in st.cands.items():
+        if not clean:  # every occurrence has a "u" or "d" word: YAKE never scores it
+            continue
+        if len(ids) == 1:
+            hi = h[ids[0]]
+            scored.append((hi / ((hi + 1) * ctf), ukw, kw))
+            continue
+        sum_h, prod_h = 0.0, 1.0
+        for t, i in enumerate(ids):
+            if not stop[i]:
+                sum_h += h[i]
+                prod_h *= h[i]
+                continue
+            p1 = right[ids[t - 1]][i] / tf[ids[t - 1]] if t and i in right[ids[t - 1]] else 0.0
+            nxt = ids[t + 1] if t + 1 < len(ids) else None
+            p2 = right[i][nxt] / tf[nxt] if nxt is not None and nxt in right[i] else 0.0
+            prod_h *= 1 + (1 - p1 * p2)
+            sum_h -= 1 - p1 * p2
+        scored.append((prod_h / ((sum_h + 1) * ctf), ukw, kw))
+    scored.sort(key=lambda c: c[0])
+    return scored
 
 
 def _keywords(text: str, top: int, ngram: int) -> list[tuple[str, float]]:
@@ -833,139 +1058,24 @@ def _keywords(text: str, top: int, ngram: int) -> list[tuple[str, float]]:
     YAKE's stop words, tags and de-duplication are used as they are, and its tokenisation is
     reproduced exactly with caches (_sentences); the term and phrase statistics (a networkx
     co-occurrence graph and an object per word and candidate in the library) are kept in plain
-    dicts and lists, and only phrases YAKE can score (no stop word at either end) are recorded:
-    about 1.5 ms an article instead of 14 ms. The scores follow yake 0.7 exactly (term:
-    wpos * wrel / (wcase + wfreq / wrel + wspread / wrel); phrase: prod(h) / ((sum(h) + 1) * tf)
-    with stop words weighted by their bigram probabilities); tests/test_enrich.py checks the
-    result against the library.
+    dicts and lists (_kw_stats), and only phrases YAKE can score (no stop word at either end)
+    are recorded: about 1 ms an article instead of 14 ms. The scores follow yake 0.7 exactly
+    (term: wpos * wrel / (wcase + wfreq / wrel + wspread / wrel); phrase: prod(h) / ((sum(h) +
+    1) * tf) with stop words weighted by their bigram probabilities); tests/test_enrich.py
+    checks the result against the library.
     """
-    import numpy as np
-    from yake.data.utils import get_tag, pre_filter
+    from yake.data.utils import pre_filter
 
     kx = _yake(top, ngram)
     if not text:
         return []
     try:
         sentences = _sentences(pre_filter(text.replace("\n", " ")))
-        stopwords = kx.stopword_set
-        tag_cache = _TAGS
-        if len(tag_cache) > 200_000:
-            tag_cache.clear()
-        term_id: dict[str, int] = {}
-        stop: list[bool] = []
-        tf: list[float] = []
-        tf_case: list[list[float]] = []  # [all caps, capitalised inside a sentence]
-        occurs: list[dict[int, None]] = []  # sentence ids, in order
-        right: list[dict[int, float]] = []  # co-occurrence counts, term -> next term
-        left: list[dict[int, float]] = []
-        cands: dict[str, list[Any]] = {}  # kw.lower() -> [kw, tag strings, term ids, tf]
-        term_of: dict[str, int] = {}
-
-        def term(lower: str) -> int:
-            unique = lower
-            sto = unique in stopwords
-            if unique.endswith("s") and len(unique) > 3:
-                unique = unique[:-1]
-            i = term_id.get(unique)
-            if i is None:
-                i = term_id[unique] = len(stop)
-                bare = unique.translate(_NO_PUNCT)
-                stop.append(sto or unique in stopwords or len(bare) < 3)
-                tf.append(0.0)
-                tf_case.append([0.0, 0.0])
-                occurs.append({})
-                right.append({})
-                left.append({})
-            return i
-
-        for sid, sentence in enumerate(sentences):
-            # the current run of words: (tag, word, lower-case word, term), at most ngram - 1
-            block: list[tuple[str, str, str, int]] = []
-            for pos, word in enumerate(sentence):
-                if not word.strip(string.punctuation):  # punctuation only
-                    block = []
-                    continue
-                # get_tag reads the position only as "first word or not"
-                tag_key = (word, pos > 0)
-                tag = tag_cache.get(tag_key)
-                if tag is None:
-                    tag = tag_cache[tag_key] = get_tag(word, int(pos > 0), _PUNCT)
-                lower = word.lower()
-                i = term_of.get(lower)  # a word form keeps the term it got first
-                if i is None:
-                    i = term_of[lower] = term(lower)
-                tf[i] += 1.0
-                if tag == "a":
-                    tf_case[i][0] += 1.0
-                elif tag == "n":
-                    tf_case[i][1] += 1.0
-                occurs[i][sid] = None
-                if tag not in "ud" and block and block[-1][0] not in "ud":
-                    j = block[-1][3]
-                    right[j][i] = right[j].get(i, 0.0) + 1.0
-                    left[i][j] = left[i].get(j, 0.0) + 1.0
-                # candidates ending here: the word, then with 1 .. ngram - 1 words before it.
-                # A phrase that starts or ends with a stop word is never scored (YAKE drops
-                # it), so it is not recorded: about half the phrases, and the ones kept are
-                # recorded in the same order, so ties sort the same.
-                if not stop[i]:
-                    key, tags, n = lower, tag, len(block)
-                    for w in range(n, max(0, n - (ngram - 1)) - 1, -1):
-                        if w < n:
-                            key = block[w][2] + " " + key
-                            tags = block[w][0] + tags
-                        if stop[block[w][3] if w < n else i]:
-                            continue
-                        c = cands.get(key)  # kw.lower() of the phrase, word by word
-                        if c is None:
-                            words = [*block[w:], (tag, word, lower, i)]
-                            kw = " ".join([x[1] for x in words])
-                            cands[key] = [kw, {tags}, [x[3] for x in words], 1.0]
-                        else:
-                            c[1].add(tags)
-                            c[3] += 1.0
-                block.append((tag, word, lower, i))
-                if len(block) > max(ngram - 1, 1):
-                    del block[0]
-
-        valid_tfs = np.array([f for f, s in zip(tf, stop, strict=True) if not s])
-        if not valid_tfs.size:
+        st = _kw_stats(sentences, kx.stopword_set, ngram)
+        h = _term_weights(st, len(sentences))
+        if h is None:
             return []
-        avg_tf, std_tf = valid_tfs.mean(), valid_tfs.std()
-        max_tf = max(tf)
-        h: list[Any] = []
-        for i in range(len(stop)):
-            wdr, wir = len(right[i]), sum(right[i].values())
-            wdl, wil = len(left[i]), sum(left[i].values())
-            pwr = 0 if wir == 0 else wdr / wir
-            pwl = 0 if wil == 0 else wdl / wil
-            wrel = 0.5 + pwl * (tf[i] / max_tf) + (0.5 + pwr * (tf[i] / max_tf))
-            wfreq = tf[i] / (avg_tf + std_tf)
-            wspread = len(occurs[i]) / len(sentences)
-            wcase = max(tf_case[i]) / (1.0 + math.log(tf[i]))
-            sids = list(occurs[i])
-            mid = len(sids) // 2
-            median = sids[mid] if len(sids) % 2 else (sids[mid - 1] + sids[mid]) / 2
-            wpos = math.log(math.log(3.0 + median))
-            h.append(wpos * wrel / (wcase + wfreq / wrel + wspread / wrel))
-
-        scored = []
-        for ukw, (kw, tags, ids, ctf) in cands.items():
-            if all("u" in t or "d" in t for t in tags):  # stop-word ends: never recorded
-                continue
-            sum_h, prod_h = 0.0, 1.0
-            for t, i in enumerate(ids):
-                if not stop[i]:
-                    sum_h += h[i]
-                    prod_h *= h[i]
-                    continue
-                p1 = right[ids[t - 1]][i] / tf[ids[t - 1]] if t and i in right[ids[t - 1]] else 0.0
-                nxt = ids[t + 1] if t + 1 < len(ids) else None
-                p2 = right[i][nxt] / tf[nxt] if nxt is not None and nxt in right[i] else 0.0
-                prod_h *= 1 + (1 - p1 * p2)
-                sum_h -= 1 - p1 * p2
-            scored.append((prod_h / ((sum_h + 1) * ctf), ukw, kw))
-        scored.sort(key=lambda c: c[0])
+        scored = _phrase_scores(st, h)
         lim = kx.config["dedup_lim"]
         if lim >= 1.0:
             return [(ukw, score) for score, ukw, _ in scored][:top]
@@ -999,60 +1109,99 @@ def _vader() -> Any:
 
     vaderSentiment 3.3.2 lower-cases the whole sentence again for every negation and idiom
     check of every lexicon word (quadratic in the sentence length) although the checks read
-    at most the three words before and two after it; and it rebuilds every sentence
-    character by character to replace emoji. The subclass hands the idiom check that window
-    of words (same indices, so the same branches), does the negation check on the three words
-    it reads (a set lookup instead of a scan of the NEGATE list per word), skips the rebuild
-    when the sentence has no emoji, where it is the identity, and does not call
-    sentiment_valence for the words outside the lexicon (nine in ten), for which it only
-    appends 0. tests/test_enrich.py compares it with the library.
+    at most the three words before and two after it; it lower-cases every word once more per
+    check; and it rebuilds every sentence character by character to replace emoji. The
+    subclass's ``scores`` takes the words and their lower-case forms made once (_polarity),
+    runs the library's sentiment_valence, negation, idiom and "least" rules on them (same
+    indices, so the same branches), does the negation test on the three words it reads (a set
+    lookup instead of a scan of the NEGATE list per word), and calls nothing for the words
+    outside the lexicon (nine in ten), for which the library only appends 0. A sentence with
+    emoji goes to the library. tests/test_enrich.py compares it with the library.
     """
     from vaderSentiment import vaderSentiment as v
 
+    boosters, special = v.BOOSTER_DICT, v.SPECIAL_CASES
+    # the words of the multi-word idioms and boosters: words never contain a space, so a
+    # phrase made of words can only be one of them if all its words are in this set
+    idiom_words = {w for k in [*special, *boosters] if " " in k for w in k.split(" ")}
+
     class FastVader(v.SentimentIntensityAnalyzer):
-        def polarity_scores(self, text: str, words: list[str] | None = None) -> dict[str, float]:
-            """The library's scores; ``words``: SentiText's words_and_emoticons of text when
-            the caller has them already."""
+        def polarity_scores(self, text: str) -> dict[str, float]:
+            """The library's scores."""
             if not self.emojis.keys().isdisjoint(text):
                 return super().polarity_scores(text)
             # the library's polarity_scores after its emoji pass, which is text.strip() here
-            text = text.strip()
-            if words is None:
-                sentitext = v.SentiText(text)
-            else:  # SentiText(text) without splitting and stripping the words again
-                sentitext = v.SentiText.__new__(v.SentiText)
-                sentitext.text = text
-                sentitext.words_and_emoticons = words
-                sentitext.is_cap_diff = v.allcap_differential(words)
-            sentiments: list[float] = []
-            words = sentitext.words_and_emoticons
-            lexicon, boosters = self.lexicon, v.BOOSTER_DICT
-            for i, item in enumerate(words):
-                valence = 0
-                low = item.lower()
-                # sentiment_valence appends 0 for a word outside the lexicon (most words)
-                # without reading anything else: skip the call
-                if low in boosters or low not in lexicon:
-                    sentiments.append(valence)
+            words = [v.SentiText._strip_punc_if_word(w) for w in text.split()]
+            return self.scores(words, [w.lower() for w in words], text.strip())
+
+        def scores(self, words: list[str], lowers: list[str], text: str) -> dict[str, float]:
+            """polarity_scores of an emoji-free, stripped text from SentiText's words of it
+            and their lower-case forms."""
+            lexicon = self.lexicon
+            # allcap_differential: some but not all words are ALL CAPS
+            is_cap_diff = 0 < len(words) - sum(map(str.isupper, words)) < len(words)
+            sentiments: list[float] = [0] * len(words)  # the library appends int 0 as well
+            last = len(words) - 1
+            for i in [i for i, low in enumerate(lowers) if low in lexicon]:
+                low = lowers[i]
+                if low in boosters or (i < last and low == "kind" and lowers[i + 1] == "of"):
                     continue
-                if i < len(words) - 1 and low == "kind" and words[i + 1].lower() == "of":
-                    sentiments.append(valence)
-                    continue
-                sentiments = self.sentiment_valence(valence, sentitext, item, i, sentiments)
-            sentiments = self._but_check(words, sentiments)
+                sentiments[i] = self.valence(words, lowers, i, is_cap_diff)
+            if "but" in lowers:
+                sentiments = self._but_check(words, sentiments)
             return self.score_valence(sentiments, text)
 
-        def _negation_check(self, valence: float, words: list[str], start_i: int, i: int) -> Any:
+        def valence(self, words: list[str], lowers: list[str], i: int, is_cap_diff: bool) -> Any:
+            """sentiment_valence of the lexicon word words[i], reading lowers for .lower()."""
+            lexicon = self.lexicon
+            low = lowers[i]
+            valence = lexicon[low]
+            if low == "no" and i != len(words) - 1 and lowers[i + 1] in lexicon:
+                valence = 0.0
+            if (
+                (i > 0 and lowers[i - 1] == "no")
+                or (i > 1 and lowers[i - 2] == "no")
+                or (i > 2 and lowers[i - 3] == "no" and lowers[i - 1] in ("or", "nor"))
+            ):
+                valence = lexicon[low] * v.N_SCALAR
+            if words[i].isupper() and is_cap_diff:
+                if valence > 0:
+                    valence += v.C_INCR
+                else:
+                    valence -= v.C_INCR
+            for start_i in range(0, 3):
+                if i > start_i and lowers[i - (start_i + 1)] not in lexicon:
+                    # scalar_inc_dec is 0.0 for a word that is not a booster
+                    s = 0.0
+                    if lowers[i - (start_i + 1)] in boosters:
+                        s = v.scalar_inc_dec(words[i - (start_i + 1)], valence, is_cap_diff)
+                    if start_i == 1 and s != 0:
+                        s = s * 0.95
+                    if start_i == 2 and s != 0:
+                        s = s * 0.9
+                    valence = valence + s
+                    valence = self._negation(valence, lowers, start_i, i)
+                    if start_i == 2:
+                        valence = self._idioms(valence, lowers, i)
+            # _least_check
+            if i > 1 and lowers[i - 1] not in lexicon and lowers[i - 1] == "least":
+                if lowers[i - 2] != "at" and lowers[i - 2] != "very":
+                    valence = valence * v.N_SCALAR
+            elif i > 0 and lowers[i - 1] not in lexicon and lowers[i - 1] == "least":
+                valence = valence * v.N_SCALAR
+            return valence
+
+        def _negation(self, valence: float, lowers: list[str], start_i: int, i: int) -> Any:
             # The library's checks on the (at most) three words before words[i], which it
             # lower-cases as a whole list on every call and tests with negated([word]) (a
             # scan of the NEGATE list); the caller guarantees i > start_i, so no index is
             # negative
-            w1 = words[i - 1].lower()
+            w1 = lowers[i - 1]
             if start_i == 0:
                 if _negated(w1):
                     valence = valence * v.N_SCALAR
             elif start_i == 1:
-                w2 = words[i - 2].lower()
+                w2 = lowers[i - 2]
                 if w2 == "never" and (w1 == "so" or w1 == "this"):
                     valence = valence * 1.25
                 elif w2 == "without" and w1 == "doubt":
@@ -1060,7 +1209,7 @@ def _vader() -> Any:
                 elif _negated(w2):
                     valence = valence * v.N_SCALAR
             elif start_i == 2:
-                w2, w3 = words[i - 2].lower(), words[i - 3].lower()
+                w2, w3 = lowers[i - 2], lowers[i - 3]
                 if (w3 == "never" and (w2 == "so" or w2 == "this")) or (w1 == "so" or w1 == "this"):
                     valence = valence * 1.25
                 elif w3 == "without" and (w2 == "doubt" or w1 == "doubt"):
@@ -1069,16 +1218,62 @@ def _vader() -> Any:
                     valence = valence * v.N_SCALAR
             return valence
 
-        def _special_idioms_check(self, valence: float, words: list[str], i: int) -> Any:
-            # reads words[i - 3 .. i + 2]; called with i > 2 (below that, negative indices
-            # wrap around the sentence: the full list is passed)
-            if i < 3:
-                return v.SentimentIntensityAnalyzer._special_idioms_check(valence, words, i)
-            return v.SentimentIntensityAnalyzer._special_idioms_check(
-                valence, words[i - 3 : i + 3], 3
-            )
+        @staticmethod
+        def _sift_sentiment_scores(sentiments: list[float]) -> tuple[float, float, int]:
+            # the library's sums, over the non-zero scores only (a zero adds to neither sum)
+            pos_sum, neg_sum = 0.0, 0.0
+            nonzero = [s for s in sentiments if s]
+            for s in nonzero:
+                if s > 0:
+                    pos_sum += float(s) + 1
+                if s < 0:
+                    neg_sum += float(s) - 1
+            return pos_sum, neg_sum, len(sentiments) - len(nonzero)
+
+        @staticmethod
+        def _idioms(valence: float, lowers: list[str], i: int) -> Any:
+            # the library's check on the lower-case words it makes of the whole sentence;
+            # called with i > 2 (start_i == 2), so no index wraps around
+            w3, w2, w1, w0 = lowers[i - 3], lowers[i - 2], lowers[i - 1], lowers[i]
+            if w0 not in idiom_words and w2 not in idiom_words:
+                return valence  # every phrase looked up below has w0 or w2 in it
+            for seq in (f"{w1} {w0}", f"{w2} {w1} {w0}", f"{w2} {w1}", f"{w3} {w2} {w1}"):
+                if seq in special:
+                    valence = special[seq]
+                    break
+            else:
+                if f"{w3} {w2}" in special:
+                    valence = special[f"{w3} {w2}"]
+            if len(lowers) - 1 > i:
+                zeroone = f"{w0} {lowers[i + 1]}"
+                if zeroone in special:
+                    valence = special[zeroone]
+            if len(lowers) - 1 > i + 1:
+                zeroonetwo = f"{w0} {lowers[i + 1]} {lowers[i + 2]}"
+                if zeroonetwo in special:
+                    valence = special[zeroonetwo]
+            for n_gram in (f"{w3} {w2} {w1}", f"{w3} {w2}", f"{w2} {w1}"):
+                if n_gram in boosters:
+                    valence = valence + boosters[n_gram]
+            return valence
 
     return FastVader()
+
+
+_VADER_WORD: dict[str, str] = {}  # a token -> VADER's word for it (_vader_token)
+_VADER_LOWER: dict[str, str] = {}  # a token -> VADER's word for it, lower-cased
+
+
+def _vader_token(token: str) -> str:
+    """VADER's word for a space-separated token, cached by token; returns its lower-case form.
+
+    SentiText strips the punctuation around a token unless that leaves two characters or
+    fewer (an emoticon); both steps depend on the token alone.
+    """
+    bare = token.strip(string.punctuation)  # VADER's own word form (_strip_punc_if_word)
+    word = _VADER_WORD[token] = token if len(bare) <= 2 else bare
+    low = _VADER_LOWER[token] = word.lower()
+    return low
 
 
 _NEUTRAL = {"neg": 0.0, "neu": 1.0, "pos": 0.0, "compound": 0.0}
@@ -1092,21 +1287,19 @@ def _polarity(sentence: str) -> dict[str, float]:
     sentences).
     """
     vader = _vader()
-    lexicon = vader.lexicon
-    punct = string.punctuation
-    words = []  # SentiText's words_and_emoticons, made once for the check and the analysis
-    hit = False
-    for w in sentence.split():
-        bare = w.strip(punct)  # VADER's own word form (_strip_punc_if_word)
-        word = w if len(bare) <= 2 else bare
-        words.append(word)
-        if not hit and word.lower() in lexicon:
-            hit = True
-    if hit:
-        return vader.polarity_scores(sentence, words)
-    if not vader.emojis.keys().isdisjoint(sentence):
+    # every emoji VADER knows is outside ASCII, and isascii() reads a flag of the string
+    if not sentence.isascii() and not vader.emojis.keys().isdisjoint(sentence):
         return vader.polarity_scores(sentence)
-    return dict(_NEUTRAL)
+    if len(_VADER_LOWER) > 200_000:  # bounded; never cleared halfway through a sentence
+        _VADER_WORD.clear()
+        _VADER_LOWER.clear()
+    tokens = sentence.split()
+    lower = _VADER_LOWER
+    lowers = [lower.get(t) or _vader_token(t) for t in tokens]
+    if vader.lexicon.keys().isdisjoint(lowers):
+        return dict(_NEUTRAL)
+    word = _VADER_WORD
+    return vader.scores([word[t] for t in tokens], lowers, sentence.strip())
 
 
 # -------------------------------------------------------------------------- one article

@@ -286,6 +286,9 @@ def test_polarity_is_vaders() -> None:
         "We don't love it, I cannot like it, he aint happy, uh-uh good, rarely so happy.",
         "NOT GOOD at all, never really this great, they said it was kind of bad, no good",
         "Not a very good deal: no, no one is happy, no or nor good, at least good, least bad.",
+        # an emoji sends the sentence to the library's own code path (\u00a9 is one)
+        "\u00a9 BAD!! ass happy, but NOT so GOOD",
+        "the BAD ass kind of GOOD, sort of nice, but NO. bad ass!!",
     ):
         assert _polarity(sentence) == library.polarity_scores(sentence), sentence
 
@@ -369,3 +372,36 @@ def test_yake_sentence_split_is_segtoks() -> None:
         assert _ends_in_abbreviation(prev) == (ABBREVIATIONS.search(prev) is not None), prev
     long_digits = "1" * 50
     assert _ends_in_abbreviation(long_digits) == (ABBREVIATIONS.search(long_digits) is not None)
+
+
+def test_yake_sentences_with_rare_spaces_links_and_linebreaks() -> None:
+    """The shortcuts of _word_tokens and _sentences (str.split, skipped web and line-break
+    passes) must give segtok's tokens when those characters do occur."""
+    import random
+
+    from yake.data.utils import pre_filter, tokenize_sentences
+
+    from tasks.enrich import _sentences
+
+    rng = random.Random(5)
+    pieces = [
+        *"aZ .,;:!?'-@/",
+        "\x1c",
+        "\x1f",
+        "\u2028",
+        "\r\n",
+        "\t",
+        "\u00a0",
+        "\u3000",
+        "Hel-\r\nlo",
+        "a-\u2028 b",
+        "http://x.org/p",
+        "ftp://a.b/c?d",
+        "e@x.io",
+        "www.x.com",
+        "Dr.",
+        "it's",
+    ]
+    for _ in range(2000):
+        text = pre_filter("".join(rng.choice(pieces) for _ in range(rng.randint(1, 40))))
+        assert _sentences(text) == tokenize_sentences(text), text
