@@ -381,6 +381,8 @@ def _link(body: str, ments: list[_Ment]) -> None:
     ORG: gazetteer canonical or the mention without "the". LOC: the geocoded place.
     """
     full_names = [m for m in ments if m.label == "PER" and len(m.text.split()) >= 2]
+    # each full name with the key of its last word, made once instead of per short mention
+    full_keys = [(_tkey(f.text.split()[-1]), f) for f in full_names]
     # "Kyiv School of Economics (KSE)": the acronym names the same organisation.
     acronyms: dict[str, str] = {}
     for a in _ACRONYM_DEF.finditer(body):
@@ -395,7 +397,7 @@ def _link(body: str, ments: list[_Ment]) -> None:
                 m.canonical = entry.canonical if entry and entry.label == "PER" else m.text
                 continue
             key = _tkey(tokens[-1])
-            matches = [f for f in full_names if _tkey(f.text.split()[-1]) == key]
+            matches = [f for k, f in full_keys if k == key]
             if matches:
                 before = [f for f in matches if f.start < m.start]
                 f = before[-1] if before else matches[0]
@@ -853,16 +855,22 @@ def _sentences(text: str) -> list[list[str]]:
     return out
 
 
-_KW_FORMS: dict[str, tuple[str, ...]] = {}  # a token as YAKE sees it (_kw_form)
+_KW_FORMS: dict[str, tuple[Any, ...]] = {}  # a token as YAKE sees it (_kw_form)
+_KW_FORMS_STOPWORDS: list[set[str]] = []  # the stop list _KW_FORMS was made with
 
 
-def _kw_form(word: str) -> tuple[str, ...]:
+def _kw_form(word: str, stopwords: set[str]) -> tuple[Any, ...]:
     """YAKE's view of one token: () for punctuation only, else (its tag as the first word of a
-    sentence, its tag elsewhere, its lower-case form).
+    sentence, its tag elsewhere, its lower-case form, the term that form makes, whether that
+    term is a stop word).
 
-    get_tag reads the position only as "first word or not", so all of it depends on the token
-    alone and is cached by token (news repeats its words).
+    get_tag reads the position only as "first word or not", and the term (a plural's "s"
+    dropped) and its stop flag depend on the lower-case form and the stop list alone, so all
+    of it is cached by token (news repeats its words); the cache belongs to one stop list.
     """
+    if not _KW_FORMS_STOPWORDS or _KW_FORMS_STOPWORDS[0] is not stopwords:
+        _KW_FORMS.clear()
+        _KW_FORMS_STOPWORDS[:] = [stopwords]
     form = _KW_FORMS.get(word)
     if form is None:
         from yake.data.utils import get_tag
@@ -870,7 +878,12 @@ def _kw_form(word: str) -> tuple[str, ...]:
         if len(_KW_FORMS) > 200_000:
             _KW_FORMS.clear()
         if word.strip(string.punctuation):
-            form = (get_tag(word, 0, _PUNCT), get_tag(word, 1, _PUNCT), word.lower())
+            lower = unique = word.lower()
+            sto = unique in stopwords
+            if unique.endswith("s") and len(unique) > 3:
+                unique = unique[:-1]
+            sto = sto or unique in stopwords or len(unique.translate(_NO_PUNCT)) < 3
+            form = (get_tag(word, 0, _PUNCT), get_tag(word, 1, _PUNCT), lower, unique, sto)
         else:
             form = ()
         _KW_FORMS[word] = form
@@ -907,16 +920,11 @@ def _kw_stats(sentences: list[list[str]], stopwords: set[str], ngram: int) -> _K
     term_of: dict[str, int] = {}  # lower-case word -> term: a word form keeps the term it got first
     forms: dict[str, tuple[Any, ...]] = {}  # token -> (tag first, tag elsewhere, lower, term)
 
-    def term(lower: str) -> int:
-        unique = lower
-        sto = unique in stopwords
-        if unique.endswith("s") and len(unique) > 3:
-            unique = unique[:-1]
+    def term(unique: str, sto: bool) -> int:
         i = term_id.get(unique)
-        if i is None:
+        if i is None:  # a term is a stop word if the first form that makes it is
             i = term_id[unique] = len(stop)
-            bare = unique.translate(_NO_PUNCT)
-            stop.append(sto or unique in stopwords or len(bare) < 3)
+            stop.append(sto)
             tf.append(0.0)
             tf_case.append([0.0, 0.0])
             occurs.append({})
@@ -925,12 +933,12 @@ def _kw_stats(sentences: list[list[str]], stopwords: set[str], ngram: int) -> _K
         return i
 
     def form(word: str) -> tuple[Any, ...]:
-        f = _kw_form(word)
+        f = _kw_form(word, stopwords)
         if f:
             i = term_of.get(f[2])
             if i is None:
-                i = term_of[f[2]] = term(f[2])
-            f = (*f, i)
+                i = term_of[f[2]] = term(f[3], f[4])
+            f = (f[0], f[1], f[2], i)
         forms[word] = f
         return f
 
@@ -1363,19 +1371,21 @@ def enrich_article(
     ents: dict[str, dict[str, Any]] = {}
     rows, places = [], []
     ids: dict[int, str] = {}
+    eids: dict[tuple[str, str], str] = {}  # an entity is mentioned several times: hash it once
     for m in ments:
-        eid = stable_id(m.label, m.canonical)
+        eid = eids.get((m.label, m.canonical))
+        if eid is None:
+            eid = eids[(m.label, m.canonical)] = stable_id(m.label, m.canonical)
         ids[id(m)] = eid
-        e = ents.setdefault(
-            eid,
-            {
+        e = ents.get(eid)
+        if e is None:
+            e = ents[eid] = {
                 "entity_id": eid,
                 "canonical_name": m.canonical,
                 "label": m.label,
                 "aliases": set(),
                 "run_id": run_id,
-            },
-        )
+            }
         if m.kind == "name":
             e["aliases"].add(m.text)
         rows.append(
@@ -1434,7 +1444,7 @@ def enrich_article(
             }
         )
 
-    sums = [0.0, 0.0, 0.0, 0.0]
+    pos = neg = neu = compound = 0.0
     n = 0
     bounds = [*sent_starts, analysed_chars]
     for a, b in pairwise(bounds):
@@ -1442,18 +1452,20 @@ def enrich_article(
         if not st:
             continue
         sc = _polarity(st)
-        for i, k in enumerate(("pos", "neg", "neu", "compound")):
-            sums[i] += sc[k]
+        pos += sc["pos"]
+        neg += sc["neg"]
+        neu += sc["neu"]
+        compound += sc["compound"]
         n += 1
         if n >= config.tone_max_sentences:
             break
     tone = [
         {
             "article_id": article_id,
-            "positive": sums[0] / n if n else 0.0,
-            "negative": sums[1] / n if n else 0.0,
-            "neutral": sums[2] / n if n else 1.0,
-            "compound": sums[3] / n if n else 0.0,
+            "positive": pos / n if n else 0.0,
+            "negative": neg / n if n else 0.0,
+            "neutral": neu / n if n else 1.0,
+            "compound": compound / n if n else 0.0,
             "sentences": n,
             "run_id": run_id,
         }
