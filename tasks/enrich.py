@@ -733,17 +733,55 @@ def _word_tokens(sentence: str) -> list[str]:
 _ABBREV_WINDOW = 32  # longer than any match of segtok's ABBREVIATIONS (<= 17 characters)
 
 
-def _ends_in_abbreviation(prev: str) -> bool:
-    """``segtok.segmenter.ABBREVIATIONS.search(prev)``, reading only the end of prev.
+@lru_cache(maxsize=1)
+def _abbreviation_endings() -> tuple[str, ...]:
+    """Every string the known-abbreviation branch of segtok's ABBREVIATIONS matches.
 
-    The pattern is anchored at the end (``...$``) but the regex engine tries it from every
-    position of the sentence, which made it most of segtok's sentence splitting. A match is
-    at most 17 characters long, so one must start inside the last 32: searching from there
-    finds the same match. The alternatives anchored at the start (``^\\S$``, ``^\\d+$``)
-    need the whole string and get it.
+    Its alternatives are literals with optional characters ("e\\.?g", "figs?"): each is
+    expanded to all its spellings.
     """
     from segtok.segmenter import ABBREVIATIONS
 
+    pattern = ABBREVIATIONS.pattern
+    start = pattern.index(r"\b(?:") + len(r"\b(?:")
+    out: set[str] = set()
+    for alt in pattern[start : pattern.index(")", start)].split("|"):
+        forms, k = [""], 0
+        while k < len(alt):
+            escaped = alt[k] == "\\"
+            ch = alt[k + 1] if escaped else alt[k]
+            k += 2 if escaped else 1
+            if alt[k : k + 1] == "?":
+                forms += [f + ch for f in forms]
+                k += 1
+            else:
+                forms = [f + ch for f in forms]
+        out.update(forms)
+    return tuple(sorted(out))
+
+
+def _ends_in_abbreviation(prev: str) -> bool:
+    """``segtok.segmenter.ABBREVIATIONS.search(prev)``, reading only the end of prev.
+
+    Every match ends at the end of prev (``...$``, or before a final newline), so a match
+    needs prev to end in a known abbreviation, in an ASCII capital (an initial) or a non-ASCII
+    letter, or prev to be one character or all digits: any other prev is answered without the
+    pattern (nine in ten). The regex engine tries the pattern from every position
+    of the sentence, which made it most of segtok's sentence splitting; a match is at most 17
+    characters long, so one must start inside the last 32: searching from there finds the
+    same match. The alternatives anchored at the start (``^\\S$``, ``^\\d+$``) need the whole
+    string and get it.
+    """
+    from segtok.segmenter import ABBREVIATIONS
+
+    last = prev[-1:]
+    if (
+        len(prev) > 1
+        and last.isascii()
+        and not ("A" <= last <= "Z" or last.isdigit() or last == "\n")
+        and not prev.endswith(_abbreviation_endings())
+    ):
+        return False
     if len(prev) <= _ABBREV_WINDOW or prev[:1].isdigit():
         return ABBREVIATIONS.search(prev) is not None
     return ABBREVIATIONS.search(prev, len(prev) - _ABBREV_WINDOW) is not None

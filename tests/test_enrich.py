@@ -405,3 +405,19 @@ def test_yake_sentences_with_rare_spaces_links_and_linebreaks() -> None:
     for _ in range(2000):
         text = pre_filter("".join(rng.choice(pieces) for _ in range(rng.randint(1, 40))))
         assert _sentences(text) == tokenize_sentences(text), text
+
+
+def test_abbreviation_shortcut_is_segtoks() -> None:
+    """_ends_in_abbreviation answers most strings without segtok's pattern: same answers."""
+    from segtok.segmenter import ABBREVIATIONS
+
+    from tasks.enrich import _abbreviation_endings, _ends_in_abbreviation
+
+    endings = _abbreviation_endings()
+    assert {"e.g", "eg", "fig", "figs", "U.S", "Z.b"} <= set(endings)
+    chars = [chr(c) for c in range(0x250)] + ["\u02b0", "\u01c5", "\u2160", "\u0660"]
+    for prefix in ("", "a", "x ", "Word ", "by ", "Commander ", ", and ", "(", "A.", "12 ", "\n"):
+        for end in [*endings, *chars, *(e + c for e in endings for c in "sS.x \n")]:
+            for text in (prefix + end, "word " + prefix + end, "x" * 40 + " " + prefix + end):
+                expected = ABBREVIATIONS.search(text) is not None
+                assert _ends_in_abbreviation(text) == expected, text
