@@ -791,7 +791,10 @@ def _split_multi(text: str) -> list[str]:
     """``segtok.segmenter.split_multi(text)`` (segtok 1.5), with _ends_in_abbreviation.
 
     The library's _abbreviation_joiner and _sentences, line for line, with their defaults
-    (join_on_lowercase False, short_sentence_length 55); only the abbreviation test differs.
+    (join_on_lowercase False, short_sentence_length 55); only the abbreviation test differs,
+    and of two tests that must both pass the anchored one on the next piece goes first: the
+    searches over the whole previous piece (BEFORE_LOWER, ENDS_IN_DATE_DIGITS,
+    MIDDLE_INITIAL_END) run only when it passes.
     """
     from segtok import segmenter as sg
 
@@ -813,8 +816,8 @@ def _split_multi(text: str) -> list[str]:
                 and next_s
                 and (
                     sg.LONE_WORD.match(next_s)
-                    or (sg.ENDS_IN_DATE_DIGITS.search(prev_s) and sg.MONTH.match(next_s))
-                    or (sg.MIDDLE_INITIAL_END.search(prev_s) and sg.UPPER_WORD_START.match(next_s))
+                    or (sg.MONTH.match(next_s) and sg.ENDS_IN_DATE_DIGITS.search(prev_s))
+                    or (sg.UPPER_WORD_START.match(next_s) and sg.MIDDLE_INITIAL_END.search(prev_s))
                 )
             ):
                 pass  # join
@@ -832,7 +835,7 @@ def _split_multi(text: str) -> list[str]:
     for current in joined:
         if last is not None:
             shorter = len(current) < short or len(last) < short
-            if sg.BEFORE_LOWER.match(last) and sg.LOWER_WORD.match(current):
+            if sg.LOWER_WORD.match(current) and sg.BEFORE_LOWER.match(last):
                 last = f"{last}{current}"
             elif (
                 shorter
