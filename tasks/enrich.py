@@ -937,7 +937,8 @@ class _KwStats:
 
     stop: list[bool] = field(default_factory=list)
     tf: list[float] = field(default_factory=list)
-    tf_case: list[list[float]] = field(default_factory=list)  # [all caps, capitalised inside]
+    caps: list[float] = field(default_factory=list)  # tf in all caps
+    names: list[float] = field(default_factory=list)  # tf capitalised inside a sentence
     occurs: list[dict[int, None]] = field(default_factory=list)  # sentence ids, in order
     right: list[dict[int, float]] = field(default_factory=list)  # co-occurrences, term -> next
     left: list[dict[int, float]] = field(default_factory=list)
@@ -954,31 +955,28 @@ def _kw_stats(sentences: list[list[str]], stopwords: set[str], ngram: int) -> _K
     "u" (unusual) or "d" (digit) word, so that is all that is kept.
     """
     st = _KwStats()
-    stop, tf, tf_case, occurs, right, left, cands = (
-        st.stop, st.tf, st.tf_case, st.occurs, st.right, st.left, st.cands
+    stop, tf, caps, names, occurs, right, left, cands = (
+        st.stop, st.tf, st.caps, st.names, st.occurs, st.right, st.left, st.cands
     )  # fmt: skip
     term_id: dict[str, int] = {}
     term_of: dict[str, int] = {}  # lower-case word -> term: a word form keeps the term it got first
     forms: dict[str, tuple[Any, ...]] = {}  # token -> (tag first, tag elsewhere, lower, term)
-
-    def term(unique: str, sto: bool) -> int:
-        i = term_id.get(unique)
-        if i is None:  # a term is a stop word if the first form that makes it is
-            i = term_id[unique] = len(stop)
-            stop.append(sto)
-            tf.append(0.0)
-            tf_case.append([0.0, 0.0])
-            occurs.append({})
-            right.append({})
-            left.append({})
-        return i
 
     def form(word: str) -> tuple[Any, ...]:
         f = _kw_form(word, stopwords)
         if f:
             i = term_of.get(f[2])
             if i is None:
-                i = term_of[f[2]] = term(f[3], f[4])
+                i = term_of[f[2]] = term_id.get(f[3], -1)
+                if i < 0:  # a new term, a stop word if the first form that makes it is
+                    i = term_of[f[2]] = term_id[f[3]] = len(stop)
+                    stop.append(f[4])
+                    tf.append(0.0)
+                    caps.append(0.0)
+                    names.append(0.0)
+                    occurs.append({})
+                    right.append({})
+                    left.append({})
             f = (f[0], f[1], f[2], i)
         forms[word] = f
         return f
@@ -1000,9 +998,9 @@ def _kw_stats(sentences: list[list[str]], stopwords: set[str], ngram: int) -> _K
             plain = tag not in "ud"
             tf[i] += 1.0
             if tag == "a":
-                tf_case[i][0] += 1.0
+                caps[i] += 1.0
             elif tag == "n":
-                tf_case[i][1] += 1.0
+                names[i] += 1.0
             occurs[i][sid] = None
             if plain and block and block[-1][4]:
                 j = block[-1][3]
@@ -1033,10 +1031,11 @@ def _kw_stats(sentences: list[list[str]], stopwords: set[str], ngram: int) -> _K
 
 
 def _term_weights(st: _KwStats, n_sentences: int) -> list[float] | None:
-    """YAKE's term score h of every term (None when there is no content word).
+    """YAKE's term score h of every content term (None when there is none).
 
-    avg + std of the content words' tf is the one numpy value; the rest is float arithmetic
-    in the library's order, so the scores are the library's to the bit.
+    A stop word's h is never read (a phrase weighs its stop words by bigram probabilities),
+    so it is left at 0.0. avg + std of the content words' tf is the one numpy value; the rest
+    is float arithmetic in the library's order, so the scores are the library's to the bit.
     """
     import numpy as np
 
@@ -1046,10 +1045,12 @@ def _term_weights(st: _KwStats, n_sentences: int) -> list[float] | None:
     tf_norm = float(valid_tfs.mean() + valid_tfs.std())
     tf = st.tf
     max_tf = max(tf)
-    h: list[float] = []
-    for i, (right, left, occurs, case) in enumerate(
-        zip(st.right, st.left, st.occurs, st.tf_case, strict=True)
+    h = [0.0] * len(tf)
+    for i, (right, left, occurs, caps, names, stop) in enumerate(
+        zip(st.right, st.left, st.occurs, st.caps, st.names, st.stop, strict=True)
     ):
+        if stop:
+            continue
         wir, wil = sum(right.values()), sum(left.values())
         pwr = 0 if wir == 0 else len(right) / wir
         pwl = 0 if wil == 0 else len(left) / wil
@@ -1057,7 +1058,7 @@ def _term_weights(st: _KwStats, n_sentences: int) -> list[float] | None:
         wrel = 0.5 + pwl * share + (0.5 + pwr * share)
         wfreq = tf[i] / tf_norm
         wspread = len(occurs) / n_sentences
-        wcase = max(case) / (1.0 + math.log(tf[i]))
+        wcase = max(caps, names) / (1.0 + math.log(tf[i]))
         if len(occurs) == 1:  # most terms: the median is the one sentence
             median: float = next(iter(occurs))
         else:
@@ -1065,7 +1066,7 @@ def _term_weights(st: _KwStats, n_sentences: int) -> list[float] | None:
             mid = len(sids) // 2
             median = sids[mid] if len(sids) % 2 else (sids[mid - 1] + sids[mid]) / 2
         wpos = math.log(math.log(3.0 + median))
-        h.append(wpos * wrel / (wcase + wfreq / wrel + wspread / wrel))
+        h[i] = wpos * wrel / (wcase + wfreq / wrel + wspread / wrel)
     return h
 
 
