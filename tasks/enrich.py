@@ -870,13 +870,14 @@ def _split_multi(text: str) -> list[str]:
 
 
 def _sentences(text: str) -> list[list[str]]:
-    """``yake.data.utils.tokenize_sentences(text)``, the same lists, in about half the time.
+    """``yake.data.utils.tokenize_sentences(text)``, the same lists, in a fraction of the time.
 
     YAKE tokenises with segtok: split_multi into sentences, web_tokenizer (URLs and e-mail
     addresses whole, the rest by word_tokenizer), split_contractions, and a filter. The
-    sentence split is the library's with a cheaper abbreviation test (_split_multi); the word
-    level is rebuilt from per-span and per-token caches (_word_tokens, _tail).
-    tests/test_enrich.py checks it against the library.
+    sentence split is the library's with cheaper tests (_split_multi); web_tokenizer runs only
+    on a sentence that can hold a URL or an e-mail address; the word level is rebuilt from
+    per-span and per-token caches (_word_tokens, _tail). tests/test_enrich.py checks it
+    against the library.
     """
     from html import unescape
 
