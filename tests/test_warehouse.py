@@ -113,6 +113,35 @@ def test_export_is_partitioned_and_readable(tmp_path):
         wh.query("DELETE FROM articles")
 
 
+def test_export_in_date_batches_keeps_one_file_per_date(tmp_path, monkeypatch):
+    """Batches of whole dates (two articles a batch here) write the same partitions as one
+    COPY: every date one folder with one file, undated articles under 'unknown', no row lost."""
+    import warehouse.store as store
+
+    monkeypatch.setattr(store, "EXPORT_BATCH_ROWS", 2)
+    wh = Warehouse(tmp_path)
+    con = wh.connect()
+    arts = _articles("r1", {f"http://a.test/{i}": f"Body {i}." for i in range(7)})
+    days = [dt.date(2025, 2, 1 + i % 3) for i in range(6)] + [None]  # 3 dates of 2, 1 undated
+    arts = arts.set_column(
+        arts.schema.get_field_index("published"), "published", pa.array(days, pa.date32())
+    )
+    wh.load(con, {"articles": [arts]}, run_id="r1")
+    wh.export_parquet(con, "r1")
+    root = wh.parquet_dir / "articles"
+    parts = sorted(p.name for p in root.iterdir())
+    assert parts == [
+        "published_date=2025-02-01",
+        "published_date=2025-02-02",
+        "published_date=2025-02-03",
+        "published_date=unknown",
+    ]
+    assert all(len(list((root / p).glob("*.parquet"))) == 1 for p in parts)
+    t = pq.read_table(root)
+    assert sorted(t.column("url").to_pylist()) == sorted(arts.column("url").to_pylist())
+    con.close()
+
+
 def test_to_rows_matches_to_pylist_with_time_zones():
     from datetime import UTC, datetime
 
