@@ -477,7 +477,6 @@ class Warehouse:
                 rows = 0
             batches[-1].append(d)
             rows += n
-        target.mkdir(parents=True)
         for dates in batches:
             con.execute(
                 f"COPY (SELECT *, {day} AS published_date FROM articles "
@@ -499,10 +498,10 @@ class Warehouse:
             target = versions / f"{spec.name}-{run_id}"
             if target.exists():
                 shutil.rmtree(target)
+            target.mkdir(parents=True)
             if spec.name == "articles":
                 self._export_by_date(con, target)
             else:
-                target.mkdir(parents=True)
                 con.execute(
                     f"COPY {_ident(spec.name)} TO '{target / 'data.parquet'}' (FORMAT parquet)"
                 )
