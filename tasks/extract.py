@@ -30,12 +30,13 @@ from urllib.parse import urlsplit
 
 import pyarrow as pa
 from htmldate import find_date
-from lxml.html import HtmlElement
+from lxml import etree
+from lxml.html import HtmlComment, HtmlElement, HtmlEntity, HtmlProcessingInstruction
 from trafilatura import bare_extraction
 from trafilatura.meta import reset_caches
 from trafilatura.metadata import extract_author, extract_title
 from trafilatura.settings import set_date_params
-from trafilatura.utils import load_html
+from trafilatura.utils import HTML_PARSER, load_html
 
 from tasks import metadata as md
 from tasks.clean import choose_authors, choose_title, fold_text, normalize_url
@@ -50,6 +51,28 @@ MAX_HTML_CHARS = 8_000_000  # larger documents are not articles and would stall 
 # trafilatura logs every discarded page at WARNING; our rejects already record that.
 logging.getLogger("trafilatura").setLevel(logging.ERROR)
 logging.getLogger("htmldate").setLevel(logging.ERROR)
+
+
+def use_plain_element_classes() -> None:
+    """Have trafilatura's parser build every element as a plain ``HtmlElement``.
+
+    lxml.html's default class lookup calls back into Python each time an element is touched
+    from Python, only to give form fields their own classes (``InputElement.value`` and the
+    like), which neither trafilatura, htmldate nor this module uses: about a million calls
+    over the 282 corpus pages. The lookup in C is 1.5 ms of a 26 ms page (measured
+    interleaved over 800 bench pages), with every extracted record unchanged.
+    """
+    HTML_PARSER.set_element_class_lookup(
+        etree.ElementDefaultClassLookup(
+            element=HtmlElement,
+            comment=HtmlComment,
+            pi=HtmlProcessingInstruction,
+            entity=HtmlEntity,
+        )
+    )
+
+
+use_plain_element_classes()
 
 
 class PageTimeout(BaseException):

@@ -385,3 +385,27 @@ def test_article_outside_paragraphs_gets_the_full_cascade() -> None:
     text = doc.text if doc is not None else ""
     assert text == _full_cascade_text(html)
     assert "Sentence 39 of the council report" in text
+
+
+def test_pages_parse_into_plain_elements_and_forms_do_not_change_the_article() -> None:
+    """The parser builds plain HtmlElements (no per-element Python lookup); a page with a
+    form and fields extracts as it did with lxml.html's form classes."""
+    from lxml.html import FormElement, HtmlElement
+    from trafilatura.utils import load_html
+
+    form = "<form action='/s'><label for='q'>Search</label><input name='q' value='x'></form>"
+    paras = "".join(
+        f"<p>The council approved part {i} of the budget after a long debate on Tuesday.</p>"
+        for i in range(6)
+    )
+    page = (
+        "<html><head><title>Budget vote</title></head><body>"
+        f"<article><h1>Budget vote</h1>{paras}</article>{form}</body></html>"
+    )
+    tree = load_html(page)
+    field = tree.find(".//input")
+    assert type(field) is HtmlElement and not isinstance(tree.find(".//form"), FormElement)
+    assert field.text_content() == "" and tree.find(".//label").text_content() == "Search"
+    record, reason, _ = extract_html(page, "https://example.org/budget")
+    assert reason is None and record["body"].count("The council approved") == 6
+    assert "Search" not in record["body"]
