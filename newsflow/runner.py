@@ -67,21 +67,40 @@ def run_pipeline(
     port: int | None = None,
     show_progress: bool = True,
 ) -> dict:
-    from flows.ingest import ingest
+    if not demo:
+        assert sources is not None
+        if not sources.exists():
+            raise FileNotFoundError(f"sources file not found: {sources}")
+    with _workers_loading(workers):
+        from flows.ingest import ingest
 
-    display = _progress_display() if show_progress else contextlib.nullcontext()
-    if demo:
-        from newsflow.demo.server import DEFAULT_PORT, DemoSite
+        display = _progress_display() if show_progress else contextlib.nullcontext()
+        if demo:
+            from newsflow.demo.server import DEFAULT_PORT, DemoSite
 
-        with DemoSite(port=DEFAULT_PORT if port is None else port) as site:
-            path = demo_sources(site.base_url, home)
-            with display:
-                return ingest(sources_path=str(path), home=str(home), workers=workers)
-    assert sources is not None
-    if not sources.exists():
-        raise FileNotFoundError(f"sources file not found: {sources}")
-    with display:
-        return ingest(sources_path=str(sources.resolve()), home=str(home), workers=workers)
+            with DemoSite(port=DEFAULT_PORT if port is None else port) as site:
+                path = demo_sources(site.base_url, home)
+                with display:
+                    return ingest(sources_path=str(path), home=str(home), workers=workers)
+        assert sources is not None
+        with display:
+            return ingest(sources_path=str(sources.resolve()), home=str(home), workers=workers)
+
+
+@contextlib.contextmanager
+def _workers_loading(workers: int | None) -> Iterator[None]:
+    """Start the flow's worker pool first, so the workers load the stages and models while
+    this process imports Prefect and creates the flow run (the flow uses the started pool
+    and shuts it down when its CPU stages are done)."""
+    from newsflow import memory, pool
+
+    memory.setup_process()
+    pool.start(workers)
+    pool.warm()
+    try:
+        yield
+    finally:
+        pool.shutdown()
 
 
 def reprocess_archive(home: Path, into: Path | None, workers: int | None) -> dict:

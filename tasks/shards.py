@@ -248,6 +248,28 @@ def enrich_shard(clean_path: str, out_dir: str, shard_id: str, run_id: str) -> d
     }
 
 
+_WARM_BODY = (
+    "Mayor Jane Smith told reporters in Chicago on Monday that the city council would vote "
+    'on the budget. "We have waited long enough," she said. The Associated Press reported '
+    "that the plan adds money for schools in Illinois."
+)
+
+
+def warm_up() -> None:
+    """Load what a worker's first unit would: the stage modules and enrichment's models.
+
+    Enriching one small article runs every lazily loaded piece (the NER pipeline, the tone
+    lexicon, the gazetteers) exactly as a real unit does.
+    """
+    import tasks.clean  # noqa: F401
+    import tasks.dedup  # noqa: F401
+    import tasks.extract  # noqa: F401
+    from tasks.enrich import enrich_batch
+
+    article = {"article_id": "warm-up", "body": _WARM_BODY, "language": "en", "title": "Budget"}
+    enrich_batch(conform(pa.Table.from_pylist([article]), ARTICLES_CORE), "warm-up")
+
+
 def process_shard(
     pages_path: str | None, articles_path: str | None, out_dir: str, shard_id: str, run_id: str
 ) -> dict:

@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flows.ingest import _filter_owned, _owners
+from tasks.shards import reason_counts
 
 
 def _write(path: Path, table: pa.Table) -> None:
@@ -66,3 +67,26 @@ def test_canonical_dedup_on_a_narrow_table_keeps_the_same_rows():
     assert rejects.drop_columns(["rejected_at"]).equals(want_rejects.drop_columns(["rejected_at"]))
     unique = t.slice(3, 1)
     assert _drop_duplicate_ids(unique, "r")[0] is unique  # nothing dropped: no copy
+
+
+def test_warm_up_loads_enrichment_before_any_unit() -> None:
+    """What a worker's first unit would load (NER pipeline included) is loaded by warm_up."""
+    from tasks import ner
+    from tasks.shards import warm_up
+
+    ner.nlp.cache_clear()
+    warm_up()
+    assert ner.nlp.cache_info().currsize == 1
+
+
+def test_a_warmed_pool_runs_units_and_shuts_down() -> None:
+    from newsflow import pool
+
+    table = pa.table({"reason": ["timeout", "timeout", "no_body"]})
+    pool.start(1)
+    try:
+        pool.warm()  # queued ahead of the unit: the unit still runs, after it
+        assert pool.run_cpu(reason_counts, table) == {"timeout": 2, "no_body": 1}
+    finally:
+        pool.shutdown()
+    assert pool.run_cpu(reason_counts, table) == {"timeout": 2, "no_body": 1}  # in-process
