@@ -122,10 +122,13 @@ class PeakRSS:
     process, so every 0.2 s over the whole tree it took ~9 % of two cores from the run it
     measured (and none from bare trafilatura, which is not sampled). It is read at most every
     PSS_EVERY seconds, and only when the tree's RSS, which bounds its PSS from above, could
-    hold a new PSS peak. ``sampler_cpu`` is what the sampling itself cost.
+    hold a new PSS peak. The process tree is listed again every TREE_EVERY seconds (listing
+    children reads every process on the machine); RSS and CPU times are read every 0.2 s.
+    ``sampler_cpu`` is what the sampling itself cost.
     """
 
     PSS_EVERY = 2.0
+    TREE_EVERY = 1.0
 
     def __init__(self, root_pid: int) -> None:
         self.root = root_pid
@@ -141,10 +144,16 @@ class PeakRSS:
     def _run(self) -> None:
         t_cpu = time.thread_time()
         last_pss = 0.0
+        procs: list[psutil.Process] = []
+        last_tree = -1e9
         while not self._stop.is_set():
             try:
-                root = psutil.Process(self.root)
-                procs = [root] + root.children(recursive=True)
+                now = time.monotonic()
+                if now - last_tree >= self.TREE_EVERY:
+                    # listing children scans every process on the machine: not every sample
+                    root = psutil.Process(self.root)
+                    procs = [root] + root.children(recursive=True)
+                    last_tree = now
                 rss = 0
                 for p in procs:
                     try:
@@ -159,7 +168,6 @@ class PeakRSS:
                     else:
                         self.peak_child = max(self.peak_child, info.rss)
                 self.peak = max(self.peak, rss)
-                now = time.monotonic()
                 if rss > self.peak_pss and now - last_pss >= self.PSS_EVERY:
                     last_pss = now
                     pss = 0
