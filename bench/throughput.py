@@ -7,7 +7,9 @@ a real, mostly-distinct crawl needs), then side by side on the same pages and co
 
 * bare ``trafilatura.extract(html, with_metadata=True)`` on a process pool of --workers;
 * ``newsflow run --sources`` with a ``warc`` source into a fresh home (every stage and check);
-* the same newsflow run again with nothing new (the incremental case).
+* the same newsflow run again with nothing new (the incremental case);
+* bare trafilatura again: its pages/s comes from the mean time of its runs before and after
+  newsflow's, so a drift in the machine's speed during the benchmark is not charged to one side.
 
 Both newsflow runs talk to one real ``prefect server`` started for the benchmark (as scheduled
 runs do); ``--ephemeral-prefect`` makes each run start its own temporary server instead.
@@ -362,7 +364,7 @@ def main() -> None:
             "sources:\n  - name: bench\n    kind: warc\n    location: pages.warc.gz\n",
             encoding="utf-8",
         )
-        bare_s, n_pages = run_bare(warc, args.workers)
+        bare_before_s, n_pages = run_bare(warc, args.workers)
         server = contextlib.nullcontext() if args.ephemeral_prefect else PrefectServer(work)
         with server as srv:
             api = srv.url if srv is not None else None
@@ -372,9 +374,15 @@ def main() -> None:
                 sources, home, args.workers, api, memlog=work / "memlog.tsv", server_pid=server_pid
             )
             second_s, second_rss, second = run_newsflow(sources, home, args.workers, api)
+        # again after newsflow (and with the Prefect server stopped, as before): this
+        # machine's speed drifts by 10-20 % within minutes, and one bare run before a long
+        # newsflow run would charge that drift to one side of the ratio
+        bare_after_s, _ = run_bare(warc, args.workers)
+        bare_s = (bare_before_s + bare_after_s) / 2
         r = {
             "n": n_pages,
             "bare_pages_s": n_pages / bare_s,
+            "bare_pages_s_before_after": [n_pages / bare_before_s, n_pages / bare_after_s],
             "newsflow_pages_s": n_pages / first_s,
             "ratio": bare_s / first_s,
             "first_wall_s": first_s,
@@ -396,14 +404,16 @@ def main() -> None:
     mode = "temporary per run" if args.ephemeral_prefect else "one real server"
     print(f"workers={args.workers}  pages from {args.pages_dir}  Prefect: {mode}")
     print(
-        "| N | bare trafilatura p/s | newsflow p/s | ratio | 2nd run s (vs 1st) | "
+        "| N | bare trafilatura p/s (before, after) | newsflow p/s | ratio | 2nd run s (vs 1st) | "
         "tree peak RSS MB | tree peak PSS MB | orchestrator peak RSS MB | largest worker MB |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         m = r["memory_mb"]
+        before, after = r["bare_pages_s_before_after"]
         print(
-            f"| {r['n']} | {r['bare_pages_s']:.1f} | {r['newsflow_pages_s']:.1f} | "
+            f"| {r['n']} | {r['bare_pages_s']:.1f} ({before:.1f}, {after:.1f}) | "
+            f"{r['newsflow_pages_s']:.1f} | "
             f"{r['ratio']:.2f} | {r['second_wall_s']:.1f} ({r['second_vs_first']:.1%}) | "
             f"{r['peak_rss_mb']:.0f} | {m['pss_sum']:.0f} | {m['orchestrator_rss']:.0f} | "
             f"{m['largest_worker_rss']:.0f} |"
