@@ -51,8 +51,8 @@ def warm() -> None:
     pipeline, after the flow process has spent its own first seconds importing Prefect and
     creating the flow run on one core while the other idled. Started before that, the
     loading overlaps it. A run that ends up with nothing to extract pays the loading for
-    nothing (about 3 s per worker, in parallel: the 20k bench's nothing-new run took 19.5 s
-    with it, 13.6 s without).
+    nothing (about 3 s per worker, in parallel; the 20k bench's nothing-new run took 19.5 s
+    with it, against 13.6 s in an earlier benchmark without it).
     """
     if _pool is None:
         return
