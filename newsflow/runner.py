@@ -67,24 +67,24 @@ def run_pipeline(
     port: int | None = None,
     show_progress: bool = True,
 ) -> dict:
+    path: Path | None = None  # the demo writes its sources file once its site is up
     if not demo:
         assert sources is not None
         if not sources.exists():
             raise FileNotFoundError(f"sources file not found: {sources}")
+        path = sources.resolve()
+    display = _progress_display() if show_progress else contextlib.nullcontext()
     with _workers_loading(workers):
         from flows.ingest import ingest
 
-        display = _progress_display() if show_progress else contextlib.nullcontext()
-        if demo:
-            from newsflow.demo.server import DEFAULT_PORT, DemoSite
+        if path is not None:
+            with display:
+                return ingest(sources_path=str(path), home=str(home), workers=workers)
+        from newsflow.demo.server import DEFAULT_PORT, DemoSite
 
-            with DemoSite(port=DEFAULT_PORT if port is None else port) as site:
-                path = demo_sources(site.base_url, home)
-                with display:
-                    return ingest(sources_path=str(path), home=str(home), workers=workers)
-        assert sources is not None
-        with display:
-            return ingest(sources_path=str(sources.resolve()), home=str(home), workers=workers)
+        with DemoSite(port=DEFAULT_PORT if port is None else port) as site, display:
+            path = demo_sources(site.base_url, home)
+            return ingest(sources_path=str(path), home=str(home), workers=workers)
 
 
 @contextlib.contextmanager
