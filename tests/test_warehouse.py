@@ -55,6 +55,27 @@ def test_same_input_twice_adds_and_changes_nothing(tmp_path):
     assert got == {"http://a.test/1": "r1", "http://a.test/2": "r3"}
 
 
+def test_a_key_staged_twice_in_one_load_is_stored_once(tmp_path):
+    """Two shards may carry one key (one article, one fetch log row): one row is kept, and a
+    batch without repeats (the common case, loaded without the dedup copy) loses nothing."""
+    wh = Warehouse(tmp_path)
+    con = wh.connect()
+    one = _articles("r1", {"http://a.test/1": "Body one.", "http://a.test/2": "Body two."})
+    again = _articles("r1", {"http://a.test/2": "Body two."})
+    log = rejects_table(
+        [{"item_id": "i1", "url": "u", "stage": "clean", "reason": "x", "detail": "d"}], "r1"
+    )
+    stats = wh.load(con, {"articles": [one, again], "rejects": [log, log]}, run_id="r1")
+    assert stats.changed_articles == 2
+    assert stats.inserted["articles"] == 2 and stats.inserted["rejects"] == 1
+    urls = [r[0] for r in con.execute("SELECT url FROM articles ORDER BY url").fetchall()]
+    assert urls == ["http://a.test/1", "http://a.test/2"]
+    assert con.execute("SELECT count(*) FROM rejects").fetchone()[0] == 1
+    fresh = _articles("r2", {"http://a.test/3": "Body three.", "http://a.test/4": "Body four."})
+    assert wh.load(con, {"articles": [fresh]}, run_id="r2").inserted["articles"] == 2
+    assert con.execute("SELECT count(*) FROM articles").fetchone()[0] == 4
+
+
 def test_failed_load_leaves_previous_state(tmp_path):
     wh = Warehouse(tmp_path)
     con = wh.connect()

@@ -204,7 +204,7 @@ class Warehouse:
         if "articles" in staged:
             con.execute(
                 "CREATE OR REPLACE TEMP TABLE _changed AS "
-                "SELECT s.article_id FROM _s_articles s LEFT JOIN articles a "
+                "SELECT DISTINCT s.article_id FROM _s_articles s LEFT JOIN articles a "
                 "ON a.article_id = s.article_id "
                 "WHERE a.article_id IS NULL OR a.content_hash IS DISTINCT FROM s.content_hash"
             )
@@ -243,14 +243,20 @@ class Warehouse:
         t, s = _ident(spec.name), _ident("_s_" + spec.name)
         key_eq = " AND ".join(f"t.{_ident(k)} IS NOT DISTINCT FROM s.{_ident(k)}" for k in spec.key)
         key_cols = ", ".join(_ident(k) for k in spec.key)
-        # A batch may carry the same key twice (e.g. two shards): keep one deterministic row.
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _dedup AS SELECT * FROM {s} "
-            f"QUALIFY row_number() OVER (PARTITION BY {key_cols}) = 1"
-        )
-        con.execute(f"DELETE FROM {s}")
-        con.execute(f"INSERT INTO {s} SELECT * FROM _dedup")
-        con.execute("DROP TABLE _dedup")
+        # A batch may carry the same key twice (e.g. two shards): keep one row per key. The
+        # copy that drops them is made only when there are any; looking costs one GROUP BY,
+        # a fraction of copying a table that almost never has them.
+        has_dups = con.execute(
+            f"SELECT EXISTS (SELECT 1 FROM {s} GROUP BY {key_cols} HAVING count(*) > 1)"
+        ).fetchone()[0]
+        if has_dups:
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE _dedup AS SELECT * FROM {s} "
+                f"QUALIFY row_number() OVER (PARTITION BY {key_cols}) = 1"
+            )
+            con.execute(f"DELETE FROM {s}")
+            con.execute(f"INSERT INTO {s} SELECT * FROM _dedup")
+            con.execute("DROP TABLE _dedup")
         before = con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
         if spec.mode == "article":
             con.execute(
