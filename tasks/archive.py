@@ -18,6 +18,7 @@ import hashlib
 import io
 import os
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -280,6 +281,73 @@ def _parse_time(value: str | None) -> datetime:
         except ValueError:
             pass
     return datetime.now(UTC)
+
+
+GZIP_MEMBER = b"\x1f\x8b\x08"  # magic and deflate method: the first bytes of a gzip member
+_PROBE_BYTES = 4096  # compressed bytes read to check that a candidate member opens a record
+
+
+def gzip_per_record(path: str | Path) -> bool:
+    """Whether a WARC is gzipped record by record, each record its own gzip member.
+
+    The WARC standard's recommended form (warcio, wget and Common Crawl write it): only then
+    may a reader start at a member boundary inside the file (``record_start_in``). A file
+    compressed as one stream, or not at all, must be read from its start.
+    """
+    with open(path, "rb") as f:
+        if f.read(3) != GZIP_MEMBER:
+            return False
+        f.seek(0)
+        d = zlib.decompressobj(31)
+        head = b""
+        while not d.eof:
+            chunk = d.unconsumed_tail or f.read(1 << 16)
+            if not chunk:
+                return False  # the first member is truncated
+            out = d.decompress(chunk, 1 << 16)
+            if len(head) < 5:
+                head += out[:5]
+        after = d.unused_data + f.read(3)
+    # a second member right after the first: one stream for the whole file ends at EOF
+    return head.startswith(b"WARC/") and after[:3] == GZIP_MEMBER
+
+
+def _opens_record(f: Any, pos: int) -> bool:
+    """A gzip member starts at ``pos`` and its first bytes are a WARC record's version line.
+
+    Inside compressed data the magic bytes turn up by chance about once per 16 MB; a chance
+    match that also inflates to "WARC/" does not happen in practice.
+    """
+    f.seek(pos)
+    try:
+        out = zlib.decompressobj(31).decompress(f.read(_PROBE_BYTES), 8)
+    except zlib.error:
+        return False
+    return out.startswith(b"WARC/")
+
+
+def record_start_in(f: Any, start: int, end: int) -> int | None:
+    """Offset of the first record of a record-gzipped WARC that starts in ``[start, end)``.
+
+    Lets a shard be a byte range of the file: its reader finds its first record here and
+    reads records while they start before ``end``, so every record belongs to exactly one
+    range and no pass over the whole file is needed to plan the shards.
+    """
+    if start == 0:
+        return 0 if end > 0 else None
+    pos = start
+    while pos < end:
+        f.seek(pos)
+        chunk = f.read(1 << 16)
+        if len(chunk) < len(GZIP_MEMBER):
+            return None
+        i = chunk.find(GZIP_MEMBER)
+        while i != -1 and pos + i < end:
+            if _opens_record(f, pos + i):
+                return pos + i
+            i = chunk.find(GZIP_MEMBER, i + 1)
+        pos += len(chunk) - (len(GZIP_MEMBER) - 1)  # a magic cut by the chunk end is seen
+    return None
 
 
 def iter_warc_records(stream: Any, max_bytes: int = 50_000_000) -> Iterator[WarcRecord]:

@@ -56,6 +56,7 @@ from tasks.archive import (
     mime_type,
     page_row,
     record_page,
+    record_start_in,
 )
 from tasks.http_cache import DocCache
 from tasks.robots import HostGate, RobotsCache, RobotsRules
@@ -70,7 +71,15 @@ from tasks.schema import (
     to_rows,
     utcnow,
 )
-from tasks.sources import FetchSettings, Shard, canonical_url, file_signature, host_key, split_item
+from tasks.sources import (
+    FetchSettings,
+    Shard,
+    byte_range,
+    canonical_url,
+    file_signature,
+    host_key,
+    split_item,
+)
 
 # --- tables ---------------------------------------------------------------------------------
 FETCHES = pa.schema(
@@ -1237,25 +1246,37 @@ def _fetch_warc(
 ) -> None:
     seen: set[str] = set()
     for item in shard.items:
-        path, offset, count = split_item(item)
+        rng = byte_range(item)
+        if rng is not None:  # records that start in [offset, end)
+            (path, offset, end), count = rng, None
+        else:  # `count` records from `offset`, or the whole file
+            (path, offset, count), end = split_item(item), None
         try:
             sig = file_signature(path)
-            f = open(path, "rb")  # noqa: SIM115 - closed below
-            f.seek(offset)
         except OSError as e:
             out.log(item, "read_error", str(e))
             continue
         if state.get(item, {}).get("content_hash") == sig:
             # Every record of this slice was read by an earlier, published run and the file
             # has not changed since: nothing in it can be new, so it is not even opened.
-            f.close()
             out.log(item, "unchanged", "WARC slice unchanged since it was last loaded")
+            continue
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed below
+        except OSError as e:
+            out.log(item, "read_error", str(e))
             continue
         n_before = len(out.fetches)
         with f:
             try:
+                if end is not None:
+                    first = record_start_in(f, offset, end)
+                    if first is None:  # a record longer than the range starts before it
+                        continue
+                    offset = first
+                f.seek(offset)
                 for n, r in enumerate(iter_warc_records(f, settings.max_bytes)):
-                    if count is not None and n >= count:
+                    if (count is not None and n >= count) or (end is not None and r.offset >= end):
                         break  # the next shard's records start here
                     kw = {
                         "final_url": r.final_url,

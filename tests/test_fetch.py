@@ -21,6 +21,7 @@ import httpx
 import pyarrow as pa
 import pytest
 from pytest_httpserver import HTTPServer
+from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 from werkzeug.wrappers import Request, Response
@@ -593,11 +594,11 @@ def test_fetch_result_tables_concatenate_across_shards(server, settings, tmp_pat
     assert pa.concat_tables([a.fetches, b.fetches]).num_rows == 2
 
 
-def test_big_warc_and_jsonl_split_into_seekable_shards(settings, tmp_path):
-    warc = tmp_path / "big.warc.gz"
-    with open(warc, "wb") as f:
-        w = WARCWriter(f, gzip=True)
-        for i in range(7):
+def _write_pairs(path, n: int, gzip: bool) -> None:
+    """n request/response record pairs, as a WARC writer stores them."""
+    with open(path, "wb") as f:
+        w = WARCWriter(f, gzip=gzip)
+        for i in range(n):
             data = HTML.format(t=f"W{i}").encode()
             http = StatusAndHeaders("200 OK", [("Content-Type", "text/html")], protocol="HTTP/1.1")
             w.write_record(
@@ -610,6 +611,18 @@ def test_big_warc_and_jsonl_split_into_seekable_shards(settings, tmp_path):
                     f"https://ex.com/{i}", "response", payload=io.BytesIO(data), http_headers=http
                 )
             )
+
+
+def _pages_of(shards, settings, tmp_path) -> list[str]:
+    results = [fetch_shard(s, settings, {}, "r", tmp_path / "arch") for s in shards]
+    assert not [r for r in results if r.rejects.num_rows]
+    return sorted(u for r in results for u in r.pages.column("url").to_pylist())
+
+
+def test_big_warc_and_jsonl_split_into_seekable_shards(settings, tmp_path):
+    warc = tmp_path / "big.warc.gz"
+    _write_pairs(warc, 7, gzip=True)
+    every = sorted(f"https://ex.com/{i}" for i in range(7))
     jsonl = tmp_path / "big.jsonl"
     jsonl.write_text(
         "".join(
@@ -619,17 +632,49 @@ def test_big_warc_and_jsonl_split_into_seekable_shards(settings, tmp_path):
     )
     settings.split_files_over_bytes = 0
     settings.file_shard_records = 3
-    shards, _ = discover(
-        [Source("w", "warc", str(warc)), Source("j", "jsonl", str(jsonl))], settings
-    )
-    assert [s.kind for s in shards] == ["warc", "warc", "warc", "jsonl", "jsonl"]
+    # a record-gzipped WARC is cut into byte ranges: whatever the cut, every record is read
+    # by exactly one shard (ranges that start inside a record find the next one themselves)
+    size = warc.stat().st_size
+    starts = []  # a cut exactly at a record's start is where both sides of it look
+    with open(warc, "rb") as f:
+        it = ArchiveIterator(f)
+        for rec in it:
+            it.read_to_end(rec)
+            starts.append(it.get_record_offset())
+    for step in (97, 700, starts[5], size // 3, size):
+        settings.file_shard_bytes = step
+        shards, _ = discover([Source("w", "warc", str(warc))], settings)
+        assert len(shards) == -(-size // step)
+        assert _pages_of(shards, settings, tmp_path) == every, step
+    shards, _ = discover([Source("j", "jsonl", str(jsonl))], settings)
+    assert [s.kind for s in shards] == ["jsonl", "jsonl"]
     results = [fetch_shard(s, settings, {}, "r", tmp_path / "arch") for s in shards]
-    pages = [u for r in results for u in r.pages.column("url").to_pylist()]
-    assert sorted(pages) == sorted(f"https://ex.com/{i}" for i in range(7))
     arts = [
         u for r in results if r.articles is not None for u in r.articles.column("url").to_pylist()
     ]
     assert sorted(arts) == [f"https://ex.com/j{i}" for i in range(5)]
+
+
+def test_warcs_that_cannot_be_cut_into_byte_ranges(settings, tmp_path):
+    """A plain WARC is split by records. One gzipped as a single stream stays one shard,
+    which warcio cannot read record by record: the shard reports why instead of guessing."""
+    settings.split_files_over_bytes = 0
+    settings.file_shard_records = 3
+    settings.file_shard_bytes = 500
+    every = sorted(f"https://ex.com/{i}" for i in range(7))
+    plain = tmp_path / "plain.warc"
+    _write_pairs(plain, 7, gzip=False)
+    shards, _ = discover([Source("p", "warc", str(plain))], settings)
+    assert len(shards) == 3  # 7 responses, 3 per shard
+    assert _pages_of(shards, settings, tmp_path) == every
+    stream = tmp_path / "stream.warc.gz"
+    stream.write_bytes(gzip.compress(plain.read_bytes()))
+    shards, _ = discover([Source("s", "warc", str(stream))], settings)
+    assert len(shards) == 1
+    res = fetch_shard(shards[0], settings, {}, "r", tmp_path / "arch")
+    assert res.pages.num_rows == 0
+    assert res.rejects.column("reason").to_pylist() == ["warc_error"]
+    assert "single gzip" in res.rejects.column("detail")[0].as_py()
 
 
 def test_too_many_redirects(server, settings, tmp_path):

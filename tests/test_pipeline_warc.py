@@ -45,7 +45,7 @@ def warc_runs(prefect_harness, tmp_path_factory):
     expected = _write_warc(root / "pages.warc.gz")
     sources = root / "sources.yaml"
     sources.write_text(
-        "settings: {split_files_over_bytes: 0, file_shard_records: 2}\n"
+        "settings: {split_files_over_bytes: 0, file_shard_bytes: 1500}\n"
         "sources:\n  - {name: archive, kind: warc, location: pages.warc.gz}\n",
         encoding="utf-8",
     )
@@ -77,6 +77,7 @@ def test_reading_the_warc_is_pool_cpu_and_nothing_is_left_staged(warc_runs):
     sql = "SELECT stage_seconds FROM runs WHERE run_id = ?"
     stages = json.loads(con.execute(sql, [first["run_id"]]).fetchone()[0])
     assert stages["fetch (cpu)"] > 0  # reported from the workers that read the slices
+    assert first["counts"]["fetch"]["in"] > 1  # byte-range slices of the one WARC
     assert not (warc_runs["home"] / "staging" / first["run_id"]).exists()
 
 
