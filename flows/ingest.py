@@ -586,7 +586,8 @@ def _attach(left: pa.Table, right: pa.Table) -> pa.Table:
 
 
 def _owners(stage_dir: Path, shard_ids: list[str], kept_urls: set[str]) -> dict[str, set[str]]:
-    """Per unit, the article ids whose kept copy (after the run-wide canonical dedup) is there.
+    """For each unit that lost an article to the run-wide canonical dedup, the article ids
+    whose kept copy is there; a unit that is not listed owns all its articles.
 
     Only needed when one canonical URL was fetched in two units: both units enriched their
     copy, and only the kept copy's rows may be published.
@@ -595,21 +596,34 @@ def _owners(stage_dir: Path, shard_ids: list[str], kept_urls: set[str]) -> dict[
     for sid in shard_ids:
         t = pq.read_table(stage_dir / "clean" / f"{sid}.parquet", columns=["article_id", "url"])
         pairs = zip(t.column("article_id").to_pylist(), t.column("url").to_pylist(), strict=True)
-        owners[sid] = {a for a, u in pairs if u in kept_urls}
+        kept = {a for a, u in pairs if u in kept_urls}
+        if len(kept) < t.num_rows:
+            owners[sid] = kept
     return owners
+
+
+def _owned_parts(path: Path, owners: dict[str, set[str]]) -> list[pa.Table | Path]:
+    """One enrich table's unit files, the few of units that lost an article read and
+    filtered to the rows of articles they own, every other one left for the load to scan:
+    the run's entity rows are not all read into this process because one article repeated."""
+    parts: list[pa.Table | Path] = []
+    for f in sorted(path.glob("*.parquet")):
+        keep = owners.get(f.stem)
+        if keep is None:
+            parts.append(f)
+            continue
+        t = pq.read_table(f)
+        if "article_id" in t.column_names:
+            t = t.filter(pc.is_in(t.column("article_id"), value_set=pa.array(sorted(keep))))
+        parts.append(t)
+    return parts
 
 
 def _filter_owned(path: Path, owners: dict[str, set[str]]) -> pa.Table | None:
     """Read one enrich table's unit files, keeping only rows of articles each unit owns."""
     if not owners or not path.exists():
         return _read_dir(path)
-    parts = []
-    for f in sorted(path.glob("*.parquet")):
-        t = pq.read_table(f)
-        if "article_id" in t.column_names:
-            keep = pa.array(sorted(owners.get(f.stem, set())), pa.string())
-            t = t.filter(pc.is_in(t.column("article_id"), value_set=keep))
-        parts.append(t)
+    parts = [p if isinstance(p, pa.Table) else pq.read_table(p) for p in _owned_parts(path, owners)]
     return pa.concat_tables(parts, promote_options="default") if parts else None
 
 
@@ -639,10 +653,6 @@ def _staged_tables(
     enrich_dir = stage_dir / "enrich"
     if enrich_dir.exists():
         for d in sorted(enrich_dir.iterdir()):
-            if owners:
-                t = _filter_owned(d, owners)
-                staged[d.name] = [t] if t is not None else []
-            else:
-                staged[d.name] = sorted(d.glob("*.parquet"))
+            staged[d.name] = _owned_parts(d, owners) if owners else sorted(d.glob("*.parquet"))
     staged["dq_results"] = [r.results for r in reports]
     return staged

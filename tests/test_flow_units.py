@@ -5,7 +5,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flows.ingest import _filter_owned, _owners
+from flows.ingest import _filter_owned, _owned_parts, _owners
 from tasks.shards import reason_counts
 
 
@@ -31,13 +31,16 @@ def test_enrichment_of_a_canonical_duplicate_is_published_once(tmp_path):
         )
     kept = {"http://x/a", "http://x/b", "http://x/c"}  # the run-wide dedup kept u2's copy of A
     owners = _owners(tmp_path, ["u1", "u2"], kept)
-    assert owners == {"u1": {"B"}, "u2": {"A", "C"}}
+    assert owners == {"u1": {"B"}}  # only the unit that lost its copy of A is listed
+    expected = [("A", "u2-0"), ("B", "u1-2"), ("C", "u2-1")]
     rows = _filter_owned(tmp_path / "enrich" / "article_entities", owners).to_pylist()
-    assert sorted((r["article_id"], r["entity_id"]) for r in rows) == [
-        ("A", "u2-0"),
-        ("B", "u1-2"),
-        ("C", "u2-1"),
-    ]
+    assert sorted((r["article_id"], r["entity_id"]) for r in rows) == expected
+    # what the load gets: u1's rows filtered in memory, u2's file left for DuckDB to scan
+    parts = _owned_parts(tmp_path / "enrich" / "article_entities", owners)
+    assert [type(p) for p in parts] == [pa.Table, type(tmp_path)]
+    assert parts[1].name == "u2.parquet"
+    loaded = pa.concat_tables([parts[0], pq.read_table(parts[1])]).to_pylist()
+    assert sorted((r["article_id"], r["entity_id"]) for r in loaded) == expected
 
 
 def test_without_duplicates_every_row_is_kept(tmp_path):
