@@ -304,7 +304,10 @@ def gzip_per_record(path: str | Path) -> bool:
             chunk = d.unconsumed_tail or f.read(1 << 16)
             if not chunk:
                 return False  # the first member is truncated
-            out = d.decompress(chunk, 1 << 16)
+            try:
+                out = d.decompress(chunk, 1 << 16)
+            except zlib.error:
+                return False  # read from the start, its reader reports where it breaks
             if len(head) < 5:
                 head += out[:5]
         after = d.unused_data + f.read(3)

@@ -889,3 +889,41 @@ def test_unit_files_split_batches_across_units_and_abort_leaves_nothing(tmp_path
     broken.write(t.slice(0, 2))
     broken.abort()  # the shard failed half-way: no torn unit file is left behind
     assert list((tmp_path / "other").iterdir()) == []
+
+
+def test_a_corrupt_stretch_of_a_warc_loses_only_its_own_shard(settings, tmp_path):
+    """Byte-range shards read around damage: the shards before and after a corrupt record
+    are read whole, the damaged one reports a warc_error and keeps what it read."""
+    warc = tmp_path / "damaged.warc.gz"
+    _write_pairs(warc, 7, gzip=True)
+    data = bytearray(warc.read_bytes())
+    size = len(data)
+    mid = size // 2
+    data[mid : mid + 40] = bytes(40)
+    warc.write_bytes(bytes(data))
+    settings.split_files_over_bytes = 0
+    settings.file_shard_bytes = -(-size // 3)
+    shards, log = discover([Source("w", "warc", str(warc))], settings)
+    assert len(shards) == 3 and log.num_rows == 0
+    results = [fetch_shard(s, settings, {}, "r", tmp_path / "arch") for s in shards]
+    reasons = [x for r in results for x in r.rejects.column("reason").to_pylist()]
+    assert reasons == ["warc_error"]
+    assert results[1].rejects.num_rows == 1  # the middle range holds the damage
+    pages = {u for r in results for u in r.pages.column("url").to_pylist()}
+    assert pages < {f"https://ex.com/{i}" for i in range(7)}
+    first, last = (set(r.pages.column("url").to_pylist()) for r in (results[0], results[2]))
+    assert first and last and not first & last  # both sides read, nothing read twice
+
+
+def test_a_warc_damaged_in_its_first_record_is_one_shard_that_reports_it(settings, tmp_path):
+    warc = tmp_path / "head.warc.gz"
+    _write_pairs(warc, 7, gzip=True)
+    data = bytearray(warc.read_bytes())
+    data[30:70] = bytes(40)  # inside the first gzip member, after its header
+    warc.write_bytes(bytes(data))
+    settings.split_files_over_bytes = 0
+    settings.file_shard_bytes = 500
+    shards, log = discover([Source("w", "warc", str(warc))], settings)
+    assert len(shards) == 1 and log.num_rows == 0  # not cut: nothing vouches for its members
+    res = fetch_shard(shards[0], settings, {}, "r", tmp_path / "arch")
+    assert res.rejects.column("reason").to_pylist() == ["warc_error"]
