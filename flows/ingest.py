@@ -70,7 +70,7 @@ def new_run_id() -> str:
 def fetch_task(
     shard: Shard, settings, known: KnownState | str, run_id: str, archive_dir: str, out_dir: str
 ):
-    """Fetch one shard into CPU units of at most UNIT_ROWS pages.
+    """Fetch one shard into CPU units of UNIT_ROWS pages (its last up to a quarter more).
 
     A file shard is read on the process pool (``known`` is then the path of the run's
     known-hashes file): its reading is CPU work. A network shard is fetched here, in the

@@ -68,40 +68,62 @@ PAGE_COMPRESSION = "lz4"
 
 
 class _UnitFiles:
-    """Pages into unit files of at most ``unit_rows`` rows, appended in small row groups.
+    """Pages into unit files of ``unit_rows`` rows, appended in small row groups.
 
     A reader hands over a few pages at a time and a unit file grows as they come, so the
     pages of a whole unit are never held as Python rows (several times their Arrow size)
     at once. Each file is written under a temporary name and renamed when complete.
+
+    A shard's last unit would often be a stub (a byte-range shard of a WARC holds whatever
+    number of pages fits its bytes), and every unit costs the same fixed work (a Prefect
+    task, cache resets, a dozen output files). So the rows after a full unit are held back,
+    up to a quarter of a unit: if the shard ends there, they join the full unit (so a unit
+    holds at most 1.25 times ``unit_rows``: a worker's memory grows with its unit); if more
+    come, the held rows start the next unit.
     """
 
     def __init__(self, folder: Path, prefix: str, unit_rows: int) -> None:
         self.folder, self.prefix, self.unit_rows = folder, prefix, unit_rows
+        self.slack = unit_rows // 4  # rows a full unit may still take at the shard's end
         self.units: list[tuple[str, str]] = []  # (unit id, path) of complete files
         self.rows = 0
         self._writer: pq.ParquetWriter | None = None
         self._tmp: Path | None = None
         self._in_unit = 0
+        self._held: list[pa.Table] = []  # rows after a full unit, not yet placed
+        self._held_rows = 0
 
     def write(self, table: pa.Table) -> None:
         done = 0
         while done < table.num_rows:
-            if self._writer is None:
-                self.folder.mkdir(parents=True, exist_ok=True)
-                self._tmp = self.folder / f"{self.prefix}-p{len(self.units)}.tmp"
-                self._writer = pq.ParquetWriter(
-                    self._tmp, table.schema, compression=PAGE_COMPRESSION
-                )
+            if self._writer is not None and self._in_unit >= self.unit_rows:
+                take = min(self.slack + 1 - self._held_rows, table.num_rows - done)
+                self._held.append(table.slice(done, take))
+                self._held_rows += take
+                done += take
+                if self._held_rows > self.slack:  # more than a tail: a new unit begins
+                    self._finish()
+                    self._place_held()
+                continue
             take = min(self.unit_rows - self._in_unit, table.num_rows - done)
-            self._writer.write_table(table.slice(done, take))
-            self._in_unit += take
-            self.rows += take
+            self._append(table.slice(done, take))
             done += take
-            if self._in_unit >= self.unit_rows:
-                self.close()
 
-    def close(self) -> None:
-        """Finish the current unit file (rename it into place)."""
+    def _append(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._tmp = self.folder / f"{self.prefix}-p{len(self.units)}.tmp"
+            self._writer = pq.ParquetWriter(self._tmp, table.schema, compression=PAGE_COMPRESSION)
+        self._writer.write_table(table)
+        self._in_unit += table.num_rows
+        self.rows += table.num_rows
+
+    def _place_held(self) -> None:
+        held, self._held, self._held_rows = self._held, [], 0
+        for t in held:
+            self._append(t)
+
+    def _finish(self) -> None:
         if self._writer is None or self._tmp is None:
             return
         self._writer.close()
@@ -111,8 +133,14 @@ class _UnitFiles:
         self.units.append((uid, str(path)))
         self._writer, self._tmp, self._in_unit = None, None, 0
 
+    def close(self) -> None:
+        """The shard is read: the held tail joins the last unit, which is renamed into place."""
+        self._place_held()
+        self._finish()
+
     def abort(self) -> None:
         """Drop an unfinished unit file (its shard failed; no unit lists it)."""
+        self._held, self._held_rows = [], 0
         if self._writer is not None and self._tmp is not None:
             self._writer.close()
             self._tmp.unlink(missing_ok=True)

@@ -885,6 +885,19 @@ def test_unit_files_split_batches_across_units_and_abort_leaves_nothing(tmp_path
     assert [uid for uid, _ in units.units] == ["s-p0", "s-p1", "s-p2"]
     got = [pq.read_table(p).column("n").to_pylist() for _, p in units.units]
     assert got == [[0, 1, 2], [3, 4, 5], [6, 7]] and units.rows == 8
+    # a tail of up to a quarter unit joins the last unit instead of being a stub of its own
+    for n, sizes in ((8, [4, 4]), (9, [4, 5]), (10, [4, 4, 2]), (11, [4, 4, 3]), (2, [2])):
+        folder = tmp_path / f"tail{n}"
+        units = _UnitFiles(folder, "t", 4)
+        for i in range(0, n, 3):
+            units.write(pa.table({"n": list(range(i, min(i + 3, n)))}))
+        units.close()
+        got = [pq.read_table(p).column("n").to_pylist() for _, p in units.units]
+        assert [len(g) for g in got] == sizes, n
+        assert sum(got, []) == list(range(n)) and units.rows == n
+        assert sorted(f.name for f in folder.iterdir()) == [
+            f"t-p{i}.parquet" for i in range(len(sizes))
+        ]
     broken = _UnitFiles(tmp_path / "other", "b", 5)
     broken.write(t.slice(0, 2))
     broken.abort()  # the shard failed half-way: no torn unit file is left behind
