@@ -1247,24 +1247,23 @@ def _fetch_warc(
     seen: set[str] = set()
     for item in shard.items:
         rng = byte_range(item)
-        if rng is not None:  # records that start in [offset, end)
-            (path, offset, end), count = rng, None
+        if rng is not None:  # the records that start in [offset, end)
+            path, offset, end = rng
+            count = None
         else:  # `count` records from `offset`, or the whole file
-            (path, offset, count), end = split_item(item), None
+            path, offset, count = split_item(item)
+            end = None
         try:
             sig = file_signature(path)
+            f = open(path, "rb")  # noqa: SIM115 - closed below
         except OSError as e:
             out.log(item, "read_error", str(e))
             continue
         if state.get(item, {}).get("content_hash") == sig:
             # Every record of this slice was read by an earlier, published run and the file
-            # has not changed since: nothing in it can be new, so it is not even opened.
+            # has not changed since: nothing in it can be new, so it is not read.
+            f.close()
             out.log(item, "unchanged", "WARC slice unchanged since it was last loaded")
-            continue
-        try:
-            f = open(path, "rb")  # noqa: SIM115 - closed below
-        except OSError as e:
-            out.log(item, "read_error", str(e))
             continue
         n_before = len(out.fetches)
         with f:
