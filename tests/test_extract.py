@@ -409,3 +409,28 @@ def test_pages_parse_into_plain_elements_and_forms_do_not_change_the_article() -
     record, reason, _ = extract_html(page, "https://example.org/budget")
     assert reason is None and record["body"].count("The council approved") == 6
     assert "Search" not in record["body"]
+
+
+def test_cache_reset_empties_what_trafilaturas_does_but_keeps_the_stoplists() -> None:
+    """Our reset replaces trafilatura's (which also drops justext's costly stoplist cache);
+    a cache trafilatura adds to its own reset must not be left growing here."""
+    import trafilatura.meta as tf_meta
+    from justext.core import define_stoplist
+
+    for case_dir, name in CASES[:6]:
+        run_page(name, case_dir)
+    define_stoplist(("The", "and"))
+    caches = {
+        name: obj
+        for name, obj in vars(tf_meta).items()
+        if hasattr(obj, "cache_info") and obj is not define_stoplist
+    }
+    assert caches, "trafilatura.meta no longer names its caches: re-read its reset_caches"
+    assert any(c.cache_info().currsize for c in caches.values())
+    tf_meta.LRU_TEST.put("key", 1)  # filled only by extraction with deduplicate=True
+
+    extract_mod.reset_caches()
+
+    assert {n: c.cache_info().currsize for n, c in caches.items() if c.cache_info().currsize} == {}
+    assert len(tf_meta.LRU_TEST.cache) == 0
+    assert define_stoplist.cache_info().currsize >= 1
