@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import pickle
+
 import pytest
 
 from tasks import geo
@@ -22,6 +25,18 @@ def test_cached_gazetteer_answers_like_a_fresh_build(tmp_path, fresh) -> None:
     assert cached.country_by_code["UA"] == fresh.country_by_code["UA"]
     again = geo._load_cached(path)  # second use: read, not rebuilt
     assert again.index.keys() == cached.index.keys()
+    assert gc.isenabled()  # the loader pauses the collector only while it unpickles
+
+
+def test_a_place_pickles_to_an_equal_place() -> None:
+    place = geo.Place(703448, "Kyiv", "UA", "12", 50.45, 30.52, "city", 2_797_553)
+    assert pickle.loads(pickle.dumps(place)) == place
+    assert (
+        pickle.loads(
+            pickle.dumps(geo.Place(None, "Europe", None, None, None, None, "continent"))
+        ).population
+        == 0
+    )
 
 
 def test_cache_key_follows_the_inputs(monkeypatch, tmp_path) -> None:
