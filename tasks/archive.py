@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 from warcio.archiveiterator import ArchiveIterator
@@ -287,32 +287,34 @@ GZIP_MEMBER = b"\x1f\x8b\x08"  # magic and deflate method: the first bytes of a 
 _PROBE_BYTES = 4096  # compressed bytes read to check that a candidate member opens a record
 
 
-def gzip_per_record(path: str | Path) -> bool:
-    """Whether a WARC is gzipped record by record, each record its own gzip member.
+def gzip_layout(path: str | Path) -> Literal["plain", "stream", "records"]:
+    """How a WARC is compressed: not at all, as one gzip stream, or record by record.
 
-    The WARC standard's recommended form (warcio, wget and Common Crawl write it): only then
-    may a reader start at a member boundary inside the file (``record_start_in``). A file
-    compressed as one stream, or not at all, must be read from its start.
+    Record by record (each record its own gzip member) is the WARC standard's recommended
+    form, written by warcio, wget and Common Crawl: only then may a reader start at a member
+    boundary inside the file (``record_start_in``). A plain or one-stream file must be read
+    from its start; so must one whose first member does not inflate to a record, whose
+    reader then reports where it breaks.
     """
     with open(path, "rb") as f:
         if f.read(3) != GZIP_MEMBER:
-            return False
+            return "plain"
         f.seek(0)
         d = zlib.decompressobj(31)
         head = b""
         while not d.eof:
             chunk = d.unconsumed_tail or f.read(1 << 16)
             if not chunk:
-                return False  # the first member is truncated
+                return "stream"  # the first member is truncated
             try:
                 out = d.decompress(chunk, 1 << 16)
             except zlib.error:
-                return False  # read from the start, its reader reports where it breaks
+                return "stream"
             if len(head) < 5:
                 head += out[:5]
         after = d.unused_data + f.read(3)
     # a second member right after the first: one stream for the whole file ends at EOF
-    return head.startswith(b"WARC/") and after[:3] == GZIP_MEMBER
+    return "records" if head.startswith(b"WARC/") and after[:3] == GZIP_MEMBER else "stream"
 
 
 def _opens_record(f: Any, pos: int) -> bool:

@@ -74,7 +74,6 @@ from tasks.schema import (
 from tasks.sources import (
     FetchSettings,
     Shard,
-    byte_range,
     canonical_url,
     file_signature,
     host_key,
@@ -1246,13 +1245,7 @@ def _fetch_warc(
 ) -> None:
     seen: set[str] = set()
     for item in shard.items:
-        rng = byte_range(item)
-        if rng is not None:  # the records that start in [offset, end)
-            path, offset, end = rng
-            count = None
-        else:  # `count` records from `offset`, or the whole file
-            path, offset, count = split_item(item)
-            end = None
+        path, offset, count, end = split_item(item)
         try:
             sig = file_signature(path)
             f = open(path, "rb")  # noqa: SIM115 - closed below
@@ -1372,7 +1365,7 @@ def _fetch_jsonl(shard: Shard, run_id: str, out: _Out) -> None:
     seen: set[str] = set()
     now = utcnow()
     for item in shard.items:
-        path, offset, count = split_item(item)
+        path, offset, count, _ = split_item(item)  # JSONL files are cut by lines only
         try:
             f = open(path, "rb")  # noqa: SIM115 - closed below
             f.seek(offset)

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urljoin, urlsplit, urlunsplit
 from xml.etree import ElementTree as ET
 
@@ -662,20 +662,25 @@ class _Discovery:
         return kept
 
 
-def byte_range(item: str) -> tuple[str, int, int] | None:
-    """``path::@start-end`` (a byte range of a record-gzipped WARC) -> (path, start, end)."""
-    path, sep, rng = item.rpartition("::@")
-    m = re.fullmatch(r"(\d+)-(\d+)", rng) if sep else None
-    return (path, int(m.group(1)), int(m.group(2))) if m else None
+class FileSlice(NamedTuple):
+    """What one shard item of a file names: the whole file, ``count`` records from byte
+    ``offset`` (``path::offset:count``), or the records that start in ``[offset, end)`` of a
+    record-gzipped WARC (``path::@offset-end``)."""
+
+    path: str
+    offset: int = 0
+    count: int | None = None
+    end: int | None = None
 
 
-def split_item(item: str) -> tuple[str, int, int | None]:
-    """``path::offset:count`` -> (path, offset, count); a plain path -> (path, 0, None)."""
+def split_item(item: str) -> FileSlice:
+    """Parse a shard item; anything that is not a slice is a whole file's path."""
     path, sep, rng = item.rpartition("::")
-    if sep and re.fullmatch(r"\d+:\d+", rng):
-        off, count = rng.split(":")
-        return path, int(off), int(count)
-    return item, 0, None
+    if sep and (m := re.fullmatch(r"(\d+):(\d+)", rng)):
+        return FileSlice(path, int(m.group(1)), count=int(m.group(2)))
+    if sep and (m := re.fullmatch(r"@(\d+)-(\d+)", rng)):
+        return FileSlice(path, int(m.group(1)), end=int(m.group(2)))
+    return FileSlice(item)
 
 
 def _record_starts(path: str, kind: str, per_shard: int) -> list[tuple[int, int]]:
@@ -753,16 +758,16 @@ def _split_file(src: Source, settings: FetchSettings) -> list[list[str]]:
     records, from one pass that is cached per file; a WARC gzipped as one stream can only
     be read from its start, so it stays one shard.
     """
-    from tasks.archive import GZIP_MEMBER, gzip_per_record
+    from tasks.archive import gzip_layout
 
     if src.kind == "warc":
-        if gzip_per_record(src.location):
+        layout = gzip_layout(src.location)
+        if layout == "records":
             size = os.path.getsize(src.location)
             step = max(1, settings.file_shard_bytes)
             return [[f"{src.location}::@{a}-{min(a + step, size)}"] for a in range(0, size, step)]
-        with open(src.location, "rb") as f:
-            if f.read(3) == GZIP_MEMBER:
-                return [[src.location]]
+        if layout == "stream":
+            return [[src.location]]
     return [
         [f"{src.location}::{off}:{count}"]
         for off, count in _cached_record_starts(src.location, src.kind, settings)
@@ -932,7 +937,7 @@ __all__ = [
     "discover",
     "host_key",
     "load_sources",
-    "byte_range",
+    "FileSlice",
     "split_item",
     "maybe_gunzip",
     "parse_feed",
