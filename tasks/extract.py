@@ -48,6 +48,7 @@ from trafilatura.utils import (
 )
 
 from tasks import metadata as md
+from tasks import xpath_guards
 from tasks.clean import choose_authors, choose_title, fold_text, normalize_url
 from tasks.schema import ARTICLES_CORE, conform, rejects_table, stable_id
 
@@ -82,6 +83,7 @@ def use_plain_element_classes() -> None:
 
 
 use_plain_element_classes()
+xpath_guards.install()  # trafilatura's rules, equivalent but with fewer Python callbacks
 
 
 class PageTimeout(BaseException):

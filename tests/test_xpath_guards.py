@@ -1,0 +1,131 @@
+"""The guarded copies of trafilatura's XPath rules must select exactly what the rules do."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from lxml.etree import XPath
+from trafilatura import baseline, settings
+from trafilatura import xpaths as rules
+from trafilatura.utils import load_html
+
+import tasks.extract  # noqa: F401  (installs the guarded rules)
+from tasks import xpath_guards
+from tasks.xpath_guards import attribute_guard, cheaper, guarded
+
+ROOT = Path(__file__).resolve().parent.parent
+ATTRIBUTES = ("id", "class", "style", "role", "itemprop", "data-component", "aria-hidden")
+
+
+def _rule_lists() -> dict[str, list[XPath]]:
+    return {
+        name: value
+        for name, value in vars(rules).items()
+        if name.isupper()
+        and isinstance(value, list)
+        and value
+        and all(isinstance(x, XPath) for x in value)
+    }
+
+
+def _synthetic_page() -> str:
+    """Every tag the rules name, with each attribute alone, empty, or matching a rule."""
+    values = (
+        "",
+        "comments",
+        "footer",
+        "nav",
+        "sidebar",
+        "article-body",
+        "cookie-banner",
+        "display:none",
+        "author",
+        "hidden",
+        "teaser",
+        "main-content",
+        "caption",
+        "true",
+    )
+    tags = ("div", "section", "span", "p", "a", "aside", "article", "main", "h1", "ul", "ol")
+    cells = [f"<{t}>bare {t}</{t}>" for t in tags]
+    for tag in tags:
+        for attribute in ATTRIBUTES:
+            for value in values:
+                cells.append(f'<{tag} {attribute}="{value}">{tag} {attribute} {value}</{tag}>')
+    body = "".join(cells)
+    return f"<html><head><title>t</title></head><body><div>{body}</div></body></html>"
+
+
+def _pages() -> list:
+    files = sorted(ROOT.glob("tests/fixtures/**/*.html")) + sorted(
+        ROOT.glob("newsflow/demo/site/**/*.html")
+    )
+    trees = [load_html(f.read_bytes()) for f in files]
+    return [t for t in trees if t is not None] + [load_html(_synthetic_page())]
+
+
+def _originals() -> list[XPath]:
+    """trafilatura's own rules, from a fresh load of its module (the installed ones are copies)."""
+    spec = importlib.util.spec_from_file_location("fresh_xpaths", rules.__file__)
+    fresh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fresh)
+    exprs = [x for name in _rule_lists() for x in getattr(fresh, name)]
+    return [*exprs, settings.BASIC_CLEAN_XPATH]
+
+
+def test_every_guarded_rule_selects_the_same_elements_as_the_rule():
+    originals = _originals()
+    assert len(originals) > 30
+    pages = _pages()
+    assert len(pages) > 20
+    matched = 0
+    for original in originals:
+        copy = cheaper(original)
+        for tree in pages:
+            assert copy(tree) == original(tree), original.path[:120]
+            matched += len(original(tree))
+    assert matched > 500  # the pages exercise the rules, not only their misses
+
+
+def test_the_installed_rules_are_guarded_and_installing_again_changes_nothing():
+    guarded_now = [x.path for value in _rule_lists().values() for x in value]
+    assert baseline.BASIC_CLEAN_XPATH.path.count("[@class or @id]") == 2
+    assert sum("[@class or @id]" in p for p in guarded_now) > 10
+    xpath_guards.install()
+    assert [x.path for value in _rule_lists().values() for x in value] == guarded_now
+
+
+@pytest.mark.parametrize(
+    ("predicate", "guard"),
+    [
+        ("[re:test(@id, 'foo') or contains(@class, 'bar')]", "[@class or @id]"),
+        (
+            "[starts-with(@id|@class, 'reply-') or @aria-hidden='true']",
+            "[@aria-hidden or @class or @id]",
+        ),
+        ("[contains(translate(@id, 'T', 't'), 'teaser')]", "[@id]"),
+        ("[re:test(@class, 'fulltext', 'i')]", "[@class]"),
+        # not a test on attributes alone: a missing attribute can make it true, or a child can
+        ("[not(contains(@class, 'x'))]", None),
+        ("[contains(@class, 'x') or rel='me']", None),
+        ("[self::div or contains(@class, 'x')]", None),
+        ("[translate(@id, 'a', 'b')='']", None),
+        ("[re:test(@class, 'x?')]", None),  # matches the empty string
+        ("[@class='post']", None),  # no function call, nothing to save
+        ("[1]", None),
+    ],
+)
+def test_a_guard_is_only_added_where_a_missing_attribute_fails_the_predicate(predicate, guard):
+    assert attribute_guard(predicate) == guard
+
+
+def test_the_guard_goes_right_before_its_predicate_so_positions_keep_their_meaning():
+    path = ".//*[self::div][contains(@class, 'x')][1]"
+    assert guarded(path) == ".//*[self::div][@class][contains(@class, 'x')][1]"
+    tree = load_html(
+        "<html><body><div class='y'>a</div><div>b</div><div class='x'>c</div></body></html>"
+    )
+    assert [e.text for e in XPath(guarded(path))(tree)] == ["c"]
+    assert guarded(guarded(path)) == guarded(path)
