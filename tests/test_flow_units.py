@@ -93,3 +93,24 @@ def test_a_warmed_pool_runs_units_and_shuts_down() -> None:
     finally:
         pool.shutdown()
     assert pool.run_cpu(reason_counts, table) == {"timeout": 2, "no_body": 1}  # in-process
+
+
+def _freeze_count() -> int:
+    import gc
+
+    return gc.get_freeze_count()
+
+
+def test_a_worker_freezes_its_heap_once_after_the_first_unit_of_each_kind() -> None:
+    """The first unit's leftovers (long-lived caches) leave the collector's view, once."""
+    from newsflow import pool
+
+    pool.start(1)
+    try:
+        before = pool.run_cpu(_freeze_count)  # the count inside the first unit
+        after_first = pool.run_cpu(_freeze_count)
+        after_second = pool.run_cpu(_freeze_count)
+    finally:
+        pool.shutdown()
+    assert after_first > before  # frozen after the first unit
+    assert after_second == after_first  # and not again: leftovers frozen are bounded
