@@ -129,3 +129,30 @@ def test_the_guard_goes_right_before_its_predicate_so_positions_keep_their_meani
     )
     assert [e.text for e in XPath(guarded(path))(tree)] == ["c"]
     assert guarded(guarded(path)) == guarded(path)
+
+
+@pytest.mark.parametrize(
+    ("predicate", "expected"),
+    [
+        ("[re:test(@id, 'foo')]", "[(@id and re:test(@id, 'foo'))]"),
+        (
+            "[re:test(@id|@class, '^reply-') or contains(@style, 'x')]",
+            "[(@id|@class and re:test(@id|@class, '^reply-')) or contains(@style, 'x')]",
+        ),
+        ("[re:test(@class, 'a?', 'i')]", "[re:test(@class, 'a?', 'i')]"),  # matches ''
+        ("[re:test(text(), 'foo')]", "[re:test(text(), 'foo')]"),  # not an attribute
+    ],
+)
+def test_an_attribute_regex_test_is_only_called_when_the_attribute_is_there(predicate, expected):
+    assert xpath_guards.guarded_tests(predicate) == expected
+    assert xpath_guards.guarded_tests(expected) == expected  # once
+
+
+def test_a_guarded_regex_test_keeps_its_answer_for_missing_empty_and_present_attributes():
+    ns = {"re": xpath_guards.REGEXP_NS}
+    html = "<html><body><p>a</p><p id=''>b</p><p id='xfoo'>c</p><p class='foo'>d</p></body></html>"
+    tree = load_html(html)
+    for rule in (".//p[re:test(@id, 'foo')]", ".//p[not(re:test(@id, 'foo'))]"):
+        plain = XPath(rule, namespaces=ns)(tree)
+        assert XPath(guarded(rule), namespaces=ns)(tree) == plain
+        assert plain
