@@ -25,6 +25,7 @@ empty node-set, the empty string once converted) makes every test false. Anythin
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from lxml.etree import XPath
 
@@ -32,11 +33,9 @@ REGEXP_NS = "http://exslt.org/regular-expressions"
 _LITERAL = re.compile(r"'([^']*)'|\"([^\"]*)\"")
 _ATTRIBUTE = re.compile(r"@([\w.:-]+)")
 _ALLOWED_REST = re.compile(r"(?:re:test|contains|starts-with|translate|and|or|[\0=(),|\s])*")
-_RE_TEST = re.compile(r"re:test\(\s*[^,()]+,\s*'([^']*)'\s*(?:,\s*'([^']*)'\s*)?\)")
-# re:test on attributes alone: group 1 the attribute(s), group 2 the pattern, group 3 the flags
-_ATTRIBUTE_TEST = re.compile(
-    r"re:test\(\s*(@[\w.:-]+(?:\s*\|\s*@[\w.:-]+)*)\s*,\s*'([^']*)'\s*(?:,\s*'([^']*)'\s*)?\)"
-)
+# re:test(argument, 'pattern'[, 'flags']): group 1 the argument, 2 the pattern, 3 the flags
+_RE_TEST = re.compile(r"re:test\(\s*([^,()]+?)\s*,\s*'([^']*)'\s*(?:,\s*'([^']*)'\s*)?\)")
+_ATTRIBUTES_ONLY = re.compile(r"@[\w.:-]+(?:\s*\|\s*@[\w.:-]+)*")
 
 
 def predicate_spans(path: str) -> list[tuple[int, int]]:
@@ -71,7 +70,7 @@ def attribute_guard(predicate: str) -> str | None:
     tests = _RE_TEST.findall(inner)
     if len(tests) != inner.count("re:test("):
         return None  # an argument shape we do not read: leave the predicate alone
-    if any(_matches_empty(pattern, flags) for pattern, flags in tests):
+    if any(_matches_empty(pattern, flags) for _, pattern, flags in tests):
         return None
     return "[" + " or ".join("@" + a for a in attributes) + "]"
 
@@ -91,11 +90,15 @@ def guarded_tests(text: str) -> str:
 
     def wrap(m: re.Match[str]) -> str:
         arg, pattern, flags = m.group(1), m.group(2), m.group(3)
-        if _matches_empty(pattern, flags) or text[: m.start()].endswith(f"({arg} and "):
+        if (
+            not _ATTRIBUTES_ONLY.fullmatch(arg)
+            or _matches_empty(pattern, flags)
+            or text[: m.start()].endswith(f"({arg} and ")
+        ):
             return m.group(0)
         return f"({arg} and {m.group(0)})"
 
-    return _ATTRIBUTE_TEST.sub(wrap, text)
+    return _RE_TEST.sub(wrap, text)
 
 
 def guarded(path: str) -> str:
@@ -119,6 +122,15 @@ def cheaper(expression: XPath) -> XPath:
     return XPath(guarded(expression.path), namespaces={"re": REGEXP_NS}, smart_strings=False)
 
 
+def rule_lists(module: Any) -> dict[str, list[XPath]]:
+    """The module's rule lists by name: its upper-case globals that are lists of XPaths."""
+    return {
+        name: value
+        for name, value in vars(module).items()
+        if name.isupper() and isinstance(value, list) and all(isinstance(x, XPath) for x in value)
+    }
+
+
 def install() -> None:
     """Swap trafilatura's rules for their cheaper copies, in place (idempotent).
 
@@ -129,7 +141,6 @@ def install() -> None:
     from trafilatura import baseline, settings
     from trafilatura import xpaths as rules
 
-    for name, value in vars(rules).items():
-        if name.isupper() and isinstance(value, list) and all(isinstance(x, XPath) for x in value):
-            value[:] = [cheaper(x) for x in value]
+    for value in rule_lists(rules).values():
+        value[:] = [cheaper(x) for x in value]
     baseline.BASIC_CLEAN_XPATH = cheaper(settings.BASIC_CLEAN_XPATH)

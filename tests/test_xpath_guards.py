@@ -20,14 +20,7 @@ ATTRIBUTES = ("id", "class", "style", "role", "itemprop", "data-component", "ari
 
 
 def _rule_lists() -> dict[str, list[XPath]]:
-    return {
-        name: value
-        for name, value in vars(rules).items()
-        if name.isupper()
-        and isinstance(value, list)
-        and value
-        and all(isinstance(x, XPath) for x in value)
-    }
+    return xpath_guards.rule_lists(rules)
 
 
 def _synthetic_page() -> str:
