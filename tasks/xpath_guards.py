@@ -24,6 +24,7 @@ empty node-set, the empty string once converted) makes every test false. Anythin
 
 from __future__ import annotations
 
+import importlib
 import re
 from typing import Any
 
@@ -138,8 +139,11 @@ def install() -> None:
     refilled rather than rebound; the page-cleaning rule is rebound in the one module that
     calls it (``settings`` keeps the original).
     """
-    from trafilatura import baseline, settings
+    from trafilatura import settings
     from trafilatura import xpaths as rules
+
+    # the module: the package's ``trafilatura.baseline`` attribute is its function of that name
+    baseline = importlib.import_module("trafilatura.baseline")
 
     for value in rule_lists(rules).values():
         value[:] = [cheaper(x) for x in value]

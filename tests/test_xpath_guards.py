@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from pathlib import Path
 
 import pytest
 from lxml.etree import XPath
-from trafilatura import baseline, settings
+from trafilatura import settings
 from trafilatura import xpaths as rules
 from trafilatura.utils import load_html
 
@@ -16,6 +17,8 @@ from tasks import xpath_guards
 from tasks.xpath_guards import attribute_guard, cheaper, guarded
 
 ROOT = Path(__file__).resolve().parent.parent
+# the module, not ``trafilatura.baseline``: the package binds that name to the function
+baseline = importlib.import_module("trafilatura.baseline")
 ATTRIBUTES = ("id", "class", "style", "role", "itemprop", "data-component", "aria-hidden")
 
 
@@ -85,6 +88,7 @@ def test_every_guarded_rule_selects_the_same_elements_as_the_rule():
 def test_the_installed_rules_are_guarded_and_installing_again_changes_nothing():
     guarded_now = [x.path for value in _rule_lists().values() for x in value]
     assert baseline.BASIC_CLEAN_XPATH.path.count("[@class or @id]") == 2
+    assert settings.BASIC_CLEAN_XPATH.path.count("[@class or @id]") == 0
     assert sum("[@class or @id]" in p for p in guarded_now) > 10
     xpath_guards.install()
     assert [x.path for value in _rule_lists().values() for x in value] == guarded_now
@@ -149,3 +153,23 @@ def test_a_guarded_regex_test_keeps_its_answer_for_missing_empty_and_present_att
         plain = XPath(rule, namespaces=ns)(tree)
         assert XPath(guarded(rule), namespaces=ns)(tree) == plain
         assert plain
+
+
+def test_the_page_cleaning_that_runs_is_the_guarded_rule():
+    """What html2txt (trafilatura's page-length measure) runs, not just a name that is set."""
+    calls = []
+    installed = baseline.BASIC_CLEAN_XPATH
+
+    class Spy:
+        def __call__(self, tree):
+            calls.append(tree)
+            return installed(tree)
+
+    baseline.BASIC_CLEAN_XPATH = Spy()
+    try:
+        html = "<html><body><div id='cookie-banner'>Accept</div><p>Story text.</p></body></html>"
+        assert baseline.html2txt(html) == "Story text."
+    finally:
+        baseline.BASIC_CLEAN_XPATH = installed
+    assert len(calls) == 1
+    assert "[@class or @id]" in installed.path
