@@ -48,11 +48,11 @@ REPO = Path(__file__).resolve().parent.parent
 _P = re.compile(rb"<p(\s[^>]*)?>", re.I)
 # Copies must be distinct articles: the original's canonical URL (link rel=canonical, og:url,
 # JSON-LD "url") would (rightly) make the pipeline treat every copy as one article, so each copy
-# declares its own URL instead.
+# declares its own URL instead. Attribute values may be unquoted and a JSON-LD "url" a list.
 _CANON = re.compile(
-    rb"<link[^>]+rel=[\"']?canonical[^>]*>|<meta[^>]+property=[\"']og:url[^>]*>", re.I
+    rb"<link[^>]+rel=[\"']?canonical[^>]*>|<meta[^>]+property=[\"']?og:url[^>]*>", re.I
 )
-_JSONLD_URL = re.compile(rb'"url"\s*:\s*"[^"]*"')
+_JSONLD_URL = re.compile(rb'"url"\s*:\s*(?:"[^"]*"|\[\s*"[^"]*"(?:\s*,\s*"[^"]*")*\s*\])')
 
 
 def load_pages(folder: Path) -> list[bytes]:
