@@ -132,6 +132,18 @@ def rule_lists(module: Any) -> dict[str, list[XPath]]:
     }
 
 
+def trafilatura_modules() -> tuple[Any, Any, Any]:
+    """trafilatura's ``settings``, ``xpaths`` and ``baseline`` modules, looked up by path.
+
+    Not ``from trafilatura import baseline``: the package binds that name to its function
+    ``baseline``, and a rule set on the function is one that nothing reads.
+    """
+    return tuple(
+        importlib.import_module(f"trafilatura.{name}")
+        for name in ("settings", "xpaths", "baseline")
+    )
+
+
 def install() -> None:
     """Swap trafilatura's rules for their cheaper copies, in place (idempotent).
 
@@ -139,12 +151,7 @@ def install() -> None:
     refilled rather than rebound; the page-cleaning rule is rebound in the one module that
     calls it (``settings`` keeps the original).
     """
-    from trafilatura import settings
-    from trafilatura import xpaths as rules
-
-    # the module: the package's ``trafilatura.baseline`` attribute is its function of that name
-    baseline = importlib.import_module("trafilatura.baseline")
-
+    settings, rules, baseline = trafilatura_modules()
     for value in rule_lists(rules).values():
         value[:] = [cheaper(x) for x in value]
     baseline.BASIC_CLEAN_XPATH = cheaper(settings.BASIC_CLEAN_XPATH)

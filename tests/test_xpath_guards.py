@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 from pathlib import Path
 
 import pytest
 from lxml.etree import XPath
-from trafilatura import settings
-from trafilatura import xpaths as rules
 from trafilatura.utils import load_html
 
 import tasks.extract  # noqa: F401  (installs the guarded rules)
@@ -17,13 +14,8 @@ from tasks import xpath_guards
 from tasks.xpath_guards import attribute_guard, cheaper, guarded
 
 ROOT = Path(__file__).resolve().parent.parent
-# the module, not ``trafilatura.baseline``: the package binds that name to the function
-baseline = importlib.import_module("trafilatura.baseline")
+settings, rules, baseline = xpath_guards.trafilatura_modules()
 ATTRIBUTES = ("id", "class", "style", "role", "itemprop", "data-component", "aria-hidden")
-
-
-def _rule_lists() -> dict[str, list[XPath]]:
-    return xpath_guards.rule_lists(rules)
 
 
 def _synthetic_page() -> str:
@@ -67,7 +59,7 @@ def _originals() -> list[XPath]:
     spec = importlib.util.spec_from_file_location("fresh_xpaths", rules.__file__)
     fresh = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fresh)
-    exprs = [x for name in _rule_lists() for x in getattr(fresh, name)]
+    exprs = [x for name in xpath_guards.rule_lists(rules) for x in getattr(fresh, name)]
     return [*exprs, settings.BASIC_CLEAN_XPATH]
 
 
@@ -80,18 +72,21 @@ def test_every_guarded_rule_selects_the_same_elements_as_the_rule():
     for original in originals:
         copy = cheaper(original)
         for tree in pages:
-            assert copy(tree) == original(tree), original.path[:120]
-            matched += len(original(tree))
+            selected = original(tree)
+            assert copy(tree) == selected, original.path[:120]
+            matched += len(selected)
     assert matched > 500  # the pages exercise the rules, not only their misses
 
 
 def test_the_installed_rules_are_guarded_and_installing_again_changes_nothing():
-    guarded_now = [x.path for value in _rule_lists().values() for x in value]
+    guarded_now = [x.path for value in xpath_guards.rule_lists(rules).values() for x in value]
     assert baseline.BASIC_CLEAN_XPATH.path.count("[@class or @id]") == 2
     assert settings.BASIC_CLEAN_XPATH.path.count("[@class or @id]") == 0
     assert sum("[@class or @id]" in p for p in guarded_now) > 10
     xpath_guards.install()
-    assert [x.path for value in _rule_lists().values() for x in value] == guarded_now
+    assert [
+        x.path for value in xpath_guards.rule_lists(rules).values() for x in value
+    ] == guarded_now
 
 
 @pytest.mark.parametrize(
