@@ -499,7 +499,9 @@ def _to_pandas(data: pa.Table | pd.DataFrame) -> pd.DataFrame:
         elif pa.types.is_timestamp(f.type) and f.type.unit != "ns":
             col = _to_ns(col, f.type.tz)
         cols.append(col)
-    return pa.Table.from_arrays(cols, names=data.column_names).to_pandas()
+    # one chunk per column: GX filters the whole frame by a row mask for each metric, and
+    # pandas' Arrow-backed strings gather across chunks at every filter
+    return pa.Table.from_arrays(cols, names=data.column_names).combine_chunks().to_pandas()
 
 
 def _parameters() -> dict[str, str]:
