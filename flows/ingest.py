@@ -398,6 +398,8 @@ def ingest(
             staged = _staged_tables(stage_dir, dedup_files, article_files, reports, owners)
             load = wh.load(con, staged, run_id=run_id)
             timings["load"] = time.perf_counter() - t0
+            for step, secs in load.seconds.items():  # where the single writer's time goes
+                timings[f"load {step}"] = secs
             memory.mark("export")
             t0 = time.perf_counter()
             # the load is committed; a fresh connection starts the export with an empty

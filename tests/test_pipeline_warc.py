@@ -77,6 +77,9 @@ def test_reading_the_warc_is_pool_cpu_and_nothing_is_left_staged(warc_runs):
     sql = "SELECT stage_seconds FROM runs WHERE run_id = ?"
     stages = json.loads(con.execute(sql, [first["run_id"]]).fetchone()[0])
     assert stages["fetch (cpu)"] > 0  # reported from the workers that read the slices
+    # the single writer's steps, within the load's own time
+    steps = [stages[f"load {k}"] for k in ("stage", "merge", "related", "commit")]
+    assert 0 < sum(steps) <= stages["load"]
     assert first["counts"]["fetch"]["in"] > 1  # byte-range slices of the one WARC
     assert not (warc_runs["home"] / "staging" / first["run_id"]).exists()
 

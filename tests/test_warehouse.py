@@ -43,6 +43,9 @@ def test_same_input_twice_adds_and_changes_nothing(tmp_path):
     arts = {"http://a.test/1": "Body one.", "http://a.test/2": "Body two."}
     first = wh.load(con, {"articles": [_articles("r1", arts)]}, run_id="r1")
     assert first.changed_articles == 2
+    # the load says where its time went (reported with the run's stage times)
+    assert set(first.seconds) >= {"stage", "merge", "commit"}
+    assert all(v >= 0 for v in first.seconds.values())
     second = wh.load(con, {"articles": [_articles("r2", arts)]}, run_id="r2")
     assert second.changed_articles == 0
     rows = con.execute("SELECT DISTINCT run_id FROM articles").fetchall()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,9 @@ class LoadStats:
     inserted: dict[str, int] = field(default_factory=dict)
     changed_articles: int = 0
     unchanged_articles: int = 0
+    # wall seconds of the load's steps (staging, merges, related articles, commit): the load
+    # is one of the largest serial steps of a big run, and its parts cost very differently
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 WRITER_MEMORY_LIMIT = os.environ.get("NEWSFLOW_DUCKDB_MEMORY", "512MB")
@@ -178,12 +182,16 @@ class Warehouse:
             # appended to it, so a staging table created in the transaction came back empty at
             # scale (no dedup_bands, article_entities, ... in a 20k-page run). Staging tables
             # are temporary and only read by the merge, so the load stays all or nothing.
+            t0 = time.perf_counter()
             for spec in self.specs:
                 self._stage(con, spec, staged.get(spec.name) or [])
+            stats.seconds["stage"] = time.perf_counter() - t0
             con.execute("BEGIN TRANSACTION")
             try:
                 self._merge_all(con, staged, stats, run_row, run_id)
+                t0 = time.perf_counter()
                 con.execute("COMMIT")
+                stats.seconds["commit"] = time.perf_counter() - t0
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
@@ -211,12 +219,16 @@ class Warehouse:
         else:
             con.execute("CREATE OR REPLACE TEMP TABLE _changed (article_id VARCHAR)")
         stats.changed_articles = con.execute("SELECT count(*) FROM _changed").fetchone()[0]
+        t0 = time.perf_counter()
         for spec in self.specs:
             if spec.name not in staged:
                 continue
             stats.inserted[spec.name] = self._merge(con, spec)
+        stats.seconds["merge"] = time.perf_counter() - t0
         if run_id is not None and {"article_entities", "related_articles"} <= self._names():
+            t0 = time.perf_counter()
             stats.inserted["related_articles"] = self._derive_related(con, run_id)
+            stats.seconds["related"] = time.perf_counter() - t0
         if run_row is not None:
             self._upsert_run(con, run_row)
 
