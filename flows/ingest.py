@@ -89,20 +89,30 @@ def fetch_task(
     return res
 
 
-UNIT_ROWS = 100  # pages per CPU task: small enough to spread over cores, big enough to amortise
+UNIT_ROWS = 100  # pages per pool job: small enough to spread over cores, big enough to amortise
 URL_AHEAD = 8  # network fetch shards in flight at once
 FILE_AHEAD = 2  # file shards (WARC/JSONL slices, folders) in flight at once
 
 
 @task(cache_policy=NO_CACHE)
-def process_task(unit: dict, out_dir: str, run_id: str) -> dict:
-    """Extract, clean and enrich one unit of pages on the process pool."""
-    res = pool.run_cpu(
-        process_shard, unit["pages"], unit["articles"], out_dir, unit["shard_id"], run_id
-    )
-    report("extract", res["extract"]["in"])
-    report("enrich", res["extract"]["in"])  # pages through the unit, so both bars end full
-    return res
+def process_task(units: list[dict], out_dir: str, run_id: str) -> list[dict]:
+    """Extract, clean and enrich one shard's units on the process pool.
+
+    One Prefect task per shard, not per unit: every task run costs the flow and the Prefect
+    server about 22 ms of CPU (measured on a real server), and the pool's workers, not
+    Prefect, spread the units over the cores: all of a shard's units are queued at once.
+    """
+    futures = [
+        pool.submit_cpu(process_shard, u["pages"], u["articles"], out_dir, u["shard_id"], run_id)
+        for u in units
+    ]
+    results = []
+    for fut in futures:
+        res = fut.result()
+        report("extract", res["extract"]["in"])
+        report("enrich", res["extract"]["in"])  # pages through the unit, so both bars end full
+        results.append(res)
+    return results
 
 
 class Handoff:
@@ -278,12 +288,13 @@ def ingest(
             queued += f["fetch"]["out"]
             report("extract", 0, queued)
             report("enrich", 0, queued)
-            unit_futures += [process_task.submit(u, str(stage_dir), run_id) for u in f["units"]]
+            if f["units"]:
+                unit_futures.append(process_task.submit(f["units"], str(stage_dir), run_id))
         counts["fetch"] = _merge_counts(fetched, "fetch")
         timings["fetch"] = time.perf_counter() - t0
 
-        # extract + clean + enrich: CPU, one task per unit on the process pool
-        processed = _results(unit_futures)
+        # extract + clean + enrich: CPU, one task per shard, its units on the process pool
+        processed = [res for shard_results in _results(unit_futures) for res in shard_results]
         if use_pool:
             # each worker holds the NER models (0.6-0.8 GB) and nothing after this point
             # needs them: stopping them here keeps them out of the peak of dedup and load

@@ -87,6 +87,19 @@ def run_cpu(fn: Callable[..., Any], *args: Any) -> Any:
     return _pool.submit(_run_and_trim, fn, *args).result()
 
 
+def submit_cpu(fn: Callable[..., Any], *args: Any) -> Future:
+    """``run_cpu`` without waiting: the pool's future, or (no pool) a future already done,
+    holding ``fn``'s result or its exception."""
+    if _pool is not None:
+        return _pool.submit(_run_and_trim, fn, *args)
+    fut: Future = Future()
+    try:
+        fut.set_result(fn(*args))
+    except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
+        fut.set_exception(exc)
+    return fut
+
+
 def _run_and_trim(fn: Callable[..., Any], *args: Any) -> Any:
     """Run one unit in a worker, then hand the unit's freed memory back to the OS."""
     from newsflow.memory import release_free_memory

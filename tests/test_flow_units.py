@@ -95,6 +95,38 @@ def test_a_warmed_pool_runs_units_and_shuts_down() -> None:
     assert pool.run_cpu(reason_counts, table) == {"timeout": 2, "no_body": 1}  # in-process
 
 
+def _unit_or_fail(reason: str) -> dict[str, int]:
+    if reason == "fail":
+        raise ValueError("a broken unit")
+    return reason_counts(pa.table({"reason": [reason]}))
+
+
+def test_a_shard_queues_all_its_units_at_once_and_a_failure_reaches_its_task() -> None:
+    """``submit_cpu`` hands back futures (the shard's task waits on all of its units), the
+    same with a pool or in this process, and a unit's exception is raised by ``result()``."""
+    from newsflow import pool
+
+    def run() -> tuple[list, Exception | None]:
+        futs = [pool.submit_cpu(_unit_or_fail, r) for r in ("timeout", "fail", "no_body")]
+        ok = [f.result() for f in (futs[0], futs[2])]
+        try:
+            futs[1].result()
+        except ValueError as exc:
+            return ok, exc
+        return ok, None
+
+    pool.start(2)
+    try:
+        in_pool, error = run()
+    finally:
+        pool.shutdown()
+    assert in_pool == [{"timeout": 1}, {"no_body": 1}]
+    assert isinstance(error, ValueError)
+    inline, error = run()
+    assert inline == in_pool
+    assert isinstance(error, ValueError)
+
+
 def _freeze_count() -> int:
     import gc
 
