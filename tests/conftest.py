@@ -39,3 +39,19 @@ def prefect_harness():
 def httpserver_listen_address() -> tuple[str, int]:
     """pytest-httpserver on loopback with a free port: tests never touch other addresses."""
     return ("127.0.0.1", 0)
+
+
+@pytest.fixture
+def cascade_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Records, for each trafilatura run extract makes, whether it was the fast attempt."""
+    from tasks import extract as extract_mod
+
+    calls: list[bool] = []
+    real = extract_mod.bare_extraction
+
+    def recording(*args, **kwargs):
+        calls.append(bool(kwargs.get("fast")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(extract_mod, "bare_extraction", recording)
+    return calls

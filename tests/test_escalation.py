@@ -84,20 +84,10 @@ def test_the_switch_is_back_after_the_block_even_when_it_raises(measures: list[i
     assert measures == [1]
 
 
-def test_the_fast_attempt_does_not_measure_the_page(
-    measures: list[int], monkeypatch: pytest.MonkeyPatch
-):
+def test_the_fast_attempt_does_not_measure_the_page(measures: list[int], cascade_calls: list[bool]):
     """A short story the gate keeps: one fast run, no page measure."""
-    calls: list[bool] = []
-    real = extract_mod.bare_extraction
-
-    def recording(*args, **kwargs):
-        calls.append(bool(kwargs.get("fast")))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(extract_mod, "bare_extraction", recording)
     html = f"<html><body><article><h1>Bridge</h1>{STORY}</article></body></html>"
     doc = extract_mod.extract_body(load_html(html), None)
-    assert calls == [True]
+    assert cascade_calls == [True]
     assert measures == []
     assert "repairs to the old bridge number 4" in doc.text

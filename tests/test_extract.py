@@ -365,20 +365,11 @@ def test_fast_body_path_gives_the_full_cascades_text(name: str) -> None:
     assert (doc.text if doc is not None else "") == _full_cascade_text(html)
 
 
-def test_article_outside_paragraphs_gets_the_full_cascade(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_article_outside_paragraphs_gets_the_full_cascade(cascade_calls: list[bool]) -> None:
     """Prose in bare ``<div>``s with ``<br>`` breaks (no ``<p>`` at all) is where trafilatura's
     fast mode comes up short and the fallbacks find the story: that page must not be cut.
     With so little ``<p>`` text the fast attempt could never be kept, so it is not made."""
     from trafilatura.utils import load_html
-
-    calls: list[bool] = []
-    real = extract_mod.bare_extraction
-
-    def recording(*args, **kwargs):
-        calls.append(bool(kwargs.get("fast")))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(extract_mod, "bare_extraction", recording)
 
     sentences = [
         f"Sentence {i} of the council report says the bridge repairs will take {i} weeks more."
@@ -392,7 +383,7 @@ def test_article_outside_paragraphs_gets_the_full_cascade(monkeypatch: pytest.Mo
         + "</div></div><footer><p>Contact us</p></footer></body></html>"
     )
     doc = extract_mod.extract_body(load_html(html), None)
-    assert calls == [False]  # the full cascade only
+    assert cascade_calls == [False]  # the full cascade only
     text = doc.text if doc is not None else ""
     assert text == _full_cascade_text(html)
     assert "Sentence 39 of the council report" in text
