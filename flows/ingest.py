@@ -106,12 +106,20 @@ def process_task(units: list[dict], out_dir: str, run_id: str) -> list[dict]:
         pool.submit_cpu(process_shard, u["pages"], u["articles"], out_dir, u["shard_id"], run_id)
         for u in units
     ]
-    results = []
-    for fut in futures:
-        res = fut.result()
+    results, failures = [], []
+    for u, fut in zip(units, futures, strict=True):
+        try:
+            res = fut.result()
+        except Exception as exc:  # every unit is waited for; each failure is reported
+            failures.append((u["shard_id"], exc))
+            continue
         report("extract", res["extract"]["in"])
         report("enrich", res["extract"]["in"])  # pages through the unit, so both bars end full
         results.append(res)
+    if failures:
+        for unit_id, exc in failures[1:]:
+            get_run_logger().error("unit %s failed too: %r", unit_id, exc)
+        raise failures[0][1]
     return results
 
 

@@ -82,9 +82,7 @@ def shutdown() -> None:
 
 def run_cpu(fn: Callable[..., Any], *args: Any) -> Any:
     """Run ``fn`` in the pool if one is started, else in this process (Dask workers, tests)."""
-    if _pool is None:
-        return fn(*args)
-    return _pool.submit(_run_and_trim, fn, *args).result()
+    return submit_cpu(fn, *args).result()
 
 
 def submit_cpu(fn: Callable[..., Any], *args: Any) -> Future:

@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from flows.ingest import _filter_owned, _owned_parts, _owners
+from tasks.schema import PAGES
 from tasks.shards import reason_counts
 
 
@@ -146,3 +148,29 @@ def test_a_worker_freezes_its_heap_once_after_the_first_unit_of_each_kind() -> N
         pool.shutdown()
     assert after_first > before  # frozen after the first unit
     assert after_second == after_first  # and not again: leftovers frozen are bounded
+
+
+def test_a_shard_task_waits_for_all_its_units_and_raises_the_first_failure(
+    prefect_harness, tmp_path
+) -> None:
+    """A unit that fails fails its shard's task with that unit's error, after every other
+    unit of the shard has run: a later good unit's output is still written."""
+    from prefect import flow
+
+    from flows.ingest import process_task
+
+    good = tmp_path / "good.parquet"
+    pq.write_table(PAGES.empty_table(), good)
+    units = [
+        {"shard_id": "u-missing", "pages": str(tmp_path / "missing.parquet"), "articles": None},
+        {"shard_id": "u-good", "pages": str(good), "articles": None},
+        {"shard_id": "u-gone", "pages": str(tmp_path / "gone.parquet"), "articles": None},
+    ]
+
+    @flow
+    def one_shard() -> list[dict]:
+        return process_task(units, str(tmp_path / "out"), "r")
+
+    with pytest.raises(Exception, match="missing.parquet"):
+        one_shard()
+    assert (tmp_path / "out" / "clean" / "u-good.parquet").exists()
