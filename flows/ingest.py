@@ -307,16 +307,13 @@ def ingest(
             # each worker holds the NER models (0.6-0.8 GB) and nothing after this point
             # needs them: stopping them here keeps them out of the peak of dedup and load
             pool.shutdown()
-        # GX (about 150 MB once imported) is first needed now, by the checks: imported while
+        # GX (about 170 MB and 2.4 s of imports) is first needed by the checks. Imported while
         # the workers ran, it sat on top of their peak, the run's highest (measured at 20k:
-        # whole tree 1.63 GB, with this process at 0.37 GB of it)
+        # whole tree 1.63 GB, with this process at 0.37 GB of it). It is imported from here, in
+        # a thread, while this one reads the clean articles and runs dedup (DuckDB and numpy,
+        # mostly outside the GIL); the checks follow dedup, which only reads the warehouse, so
+        # a failed check still stops the run before anything is loaded.
         gx_warm.start()
-        memory.mark("fetch check")
-        fetches = _read_dir(stage_dir / "fetches", quality.needed_columns("fetch"))
-        if fetches is not None:
-            reports.append(_check(timings, "fetch", fetches, run_id, gx))
-        del fetches
-        memory.mark("read clean + clean check")
         counts["extract"] = _merge_counts(processed, "extract")
         counts["clean"] = _merge_counts(processed, "clean")
         counts["enrich"] = _merge_counts(processed, "enrich")
@@ -325,6 +322,7 @@ def ingest(
                 cpu[k] = cpu.get(k, 0.0) + v
         timings["fetch+process (wall)"] = time.perf_counter() - t0
         shard_ids = [p["shard_id"] for p in processed]
+        memory.mark("read clean")
         # only what the clean checks and dedup read: the rest of an article (authors,
         # description, ...) goes from the unit files straight into the published table
         clean_columns = sorted(
@@ -338,31 +336,11 @@ def ingest(
             # two URLs declaring one canonical URL are one article: keep one, reject the rest
             clean, canon_rejects = _drop_duplicate_ids(clean, run_id)
             write_table(canon_rejects, stage_dir / "rejects" / "dedup-canonical.parquet")
-            reports.append(_check(timings, "clean", clean, run_id, gx))
-            memory.release_free_memory()  # the check's pandas copy of the bodies is gone
-        memory.mark("enrich read + check")
+        kept_urls = clean.column("url") if clean is not None else None
         local_dups = sum(p.get("canonical_rejects", 0) for p in processed)
-        owners: dict[str, set[str]] = {}
-        if canon_rejects.num_rows:
-            owners = _owners(stage_dir, shard_ids, set(clean.column("url").to_pylist()))
-        stats = _filter_owned(stage_dir / "enrich" / "article_stats", owners)
-        ents = _filter_owned(stage_dir / "enrich" / "article_entities", owners)
-        if ents is not None or stats is not None:
-            reports.append(
-                _check(
-                    timings,
-                    "enrich",
-                    ents if ents is not None else stats,
-                    run_id,
-                    gx,
-                    tables={"article_stats": stats} if stats is not None else None,
-                )
-            )
-        _raise_on_critical(reports)
-
-        del ents  # checked; the load reads the unit files
         dedup_files: dict[str, list[Path]] | None = None
         article_files: list[Path] | None = None
+        assignments: pa.Table | None = None
         n_final = 0
         con = wh.connect()
         try:
@@ -370,15 +348,14 @@ def ingest(
                 # dedup: one process, against the warehouse's band index (incremental)
                 memory.mark("dedup")
                 t0 = time.perf_counter()
-                kept_urls = clean.column("url")
                 fingerprints = _read_dir(stage_dir / "fingerprints")
+                to_dedup = clean
                 if fingerprints is not None and dedup_stage.covers(fingerprints, clean):
-                    clean = clean.drop_columns(["body"])  # the workers fingerprinted them all
+                    to_dedup = clean.drop_columns(["body"])  # the workers fingerprinted them all
                 result = dedup_stage.dedup_batch(
-                    clean, DuckDBHistory(con), run_id, fingerprints=fingerprints
+                    to_dedup, DuckDBHistory(con), run_id, fingerprints=fingerprints
                 )
-                del fingerprints
-                del clean
+                del fingerprints, to_dedup
                 assignments = result.assignments
                 kinds = Counter(assignments.column("dup_kind").to_pylist())
                 counts["dedup"] = {
@@ -397,6 +374,35 @@ def ingest(
                 memory.release_free_memory()
                 timings["dedup"] = time.perf_counter() - t0
 
+            memory.mark("fetch, clean and enrich checks")
+            fetches = _read_dir(stage_dir / "fetches", quality.needed_columns("fetch"))
+            if fetches is not None:
+                reports.append(_check(timings, "fetch", fetches, run_id, gx))
+            del fetches
+            if clean is not None:
+                reports.append(_check(timings, "clean", clean, run_id, gx))
+            del clean
+            memory.release_free_memory()  # the check's pandas copy of the bodies is gone
+            owners: dict[str, set[str]] = {}
+            if canon_rejects.num_rows and kept_urls is not None:
+                owners = _owners(stage_dir, shard_ids, set(kept_urls.to_pylist()))
+            stats = _filter_owned(stage_dir / "enrich" / "article_stats", owners)
+            ents = _filter_owned(stage_dir / "enrich" / "article_entities", owners)
+            if ents is not None or stats is not None:
+                reports.append(
+                    _check(
+                        timings,
+                        "enrich",
+                        ents if ents is not None else stats,
+                        run_id,
+                        gx,
+                        tables={"article_stats": stats} if stats is not None else None,
+                    )
+                )
+            _raise_on_critical(reports)
+            del ents  # checked; the load reads the unit files
+
+            if assignments is not None:
                 memory.mark("assemble")
                 article_files, view = _assemble_articles(
                     stage_dir, shard_ids, assignments, stats, kept_urls

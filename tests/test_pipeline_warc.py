@@ -94,3 +94,53 @@ def test_unchanged_warc_is_not_read_again(warc_runs):
         ).fetchall()
     }
     assert reasons == {"unchanged"}
+
+
+def test_a_failed_check_loads_nothing_but_its_results(prefect_harness, tmp_path, monkeypatch):
+    """A critical failure in the clean checks (which run after dedup, beside GX's import)
+    stops the run: no article, no dedup index row, only the check results are stored."""
+    from flows.ingest import ingest
+    from tasks import quality
+
+    read_suite = quality._read_suite
+
+    def failing_clean(stage: str) -> dict:
+        suite = json.loads(json.dumps(read_suite(stage)))
+        if stage == "clean":  # every article has a URL: "all URLs null" must fail
+            suite["expectations"].append(
+                {
+                    "type": "expect_column_values_to_be_null",
+                    "kwargs": {"column": "url"},
+                    "severity": "critical",
+                    "why": "test: a critical failure",
+                }
+            )
+        return suite
+
+    monkeypatch.setattr(quality, "_read_suite", failing_clean)
+    _write_warc(tmp_path / "pages.warc.gz")
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(
+        "sources:\n  - {name: archive, kind: warc, location: pages.warc.gz}\n", encoding="utf-8"
+    )
+    home = tmp_path / "home"
+    out = ingest(sources_path=str(sources), home=str(home), workers=0, use_pool=False)
+    assert out["status"] == "failed"
+    assert "expect_column_values_to_be_null(url)" in out["message"]
+    assert out["counts"]["dedup"]["out"] > 0  # dedup ran, and its result was thrown away
+    con = duckdb.connect(str(home / "newsflow.duckdb"), read_only=True)
+    try:
+        for table in ("articles", "dedup_docs", "dedup_bands", "article_entities"):
+            assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
+        failed = con.execute(
+            "SELECT stage, expectation FROM dq_results WHERE run_id = ? AND NOT success",
+            [out["run_id"]],
+        ).fetchall()
+        assert ("clean", "expect_column_values_to_be_null(url)") in failed
+        assert {r[0] for r in con.execute("SELECT DISTINCT stage FROM dq_results").fetchall()} >= {
+            "fetch",
+            "clean",
+            "enrich",
+        }
+    finally:
+        con.close()
