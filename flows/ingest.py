@@ -35,6 +35,7 @@ from tasks.schema import REJECTS, conform, rejects_table, stable_id, utcnow
 from tasks.shards import (
     fetch_units,
     process_shard,
+    read_table,
     reason_counts,
     write_known_hashes,
     write_table,
@@ -187,11 +188,11 @@ def _read_dir(path: Path, columns: list[str] | None = None) -> pa.Table | None:
         return None
     parts = []
     for f in files:
-        cols = None
-        if columns is not None:
-            have = set(pq.read_schema(f).names)
-            cols = [c for c in columns if c in have]
-        parts.append(pq.read_table(f, columns=cols))
+        with pq.ParquetFile(f) as pf:
+            have = set(pf.schema_arrow.names)
+            parts.append(
+                pf.read(columns=None if columns is None else [c for c in columns if c in have])
+            )
     return pa.concat_tables(parts, promote_options="default")
 
 
@@ -556,7 +557,7 @@ def _assemble_articles(
     cols = ["article_id", "word_count", "reading_time_min", "enrichment_status"]
     stat_cols = stats.select(cols) if stats is not None else None
     for sid in shard_ids:
-        t = pq.read_table(stage_dir / "clean" / f"{sid}.parquet")
+        t = read_table(stage_dir / "clean" / f"{sid}.parquet")
         t = t.filter(pc.is_in(t.column("url"), value_set=kept))
         t = _attach(t, assign)
         if stat_cols is not None:
@@ -621,7 +622,7 @@ def _owners(stage_dir: Path, shard_ids: list[str], kept_urls: set[str]) -> dict[
     """
     owners = {}
     for sid in shard_ids:
-        t = pq.read_table(stage_dir / "clean" / f"{sid}.parquet", columns=["article_id", "url"])
+        t = read_table(stage_dir / "clean" / f"{sid}.parquet", columns=["article_id", "url"])
         pairs = zip(t.column("article_id").to_pylist(), t.column("url").to_pylist(), strict=True)
         kept = {a for a, u in pairs if u in kept_urls}
         if len(kept) < t.num_rows:
@@ -639,7 +640,7 @@ def _owned_parts(path: Path, owners: dict[str, set[str]]) -> list[pa.Table | Pat
         if keep is None:
             parts.append(f)
             continue
-        t = pq.read_table(f)
+        t = read_table(f)
         if "article_id" in t.column_names:
             t = t.filter(pc.is_in(t.column("article_id"), value_set=pa.array(sorted(keep))))
         parts.append(t)
@@ -650,7 +651,7 @@ def _filter_owned(path: Path, owners: dict[str, set[str]]) -> pa.Table | None:
     """Read one enrich table's unit files, keeping only rows of articles each unit owns."""
     if not owners or not path.exists():
         return _read_dir(path)
-    parts = [p if isinstance(p, pa.Table) else pq.read_table(p) for p in _owned_parts(path, owners)]
+    parts = [p if isinstance(p, pa.Table) else read_table(p) for p in _owned_parts(path, owners)]
     return pa.concat_tables(parts, promote_options="default") if parts else None
 
 

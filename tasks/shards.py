@@ -22,6 +22,18 @@ if TYPE_CHECKING:
     from tasks.sources import FetchSettings, Shard
 
 
+def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """One staged Parquet file as a table.
+
+    ``pq.read_table`` goes through the dataset layer (path discovery, partitioning, a
+    fragment scan), about 0.6 ms a small file and 12 ms on a 100-page unit of HTML over
+    reading the file itself, with the same table as the result; staged files are always
+    single files.
+    """
+    with pq.ParquetFile(path) as f:
+        return f.read(columns=columns)
+
+
 def write_table(table: pa.Table, path: Path) -> Path:
     """Write atomically (temp file + rename) so a killed worker never leaves a torn file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,7 +62,7 @@ def write_known_hashes(state: dict[str, dict[str, Any]], path: Path) -> str:
 
 @lru_cache(maxsize=2)
 def _known_hashes(path: str) -> dict[str, dict[str, Any]]:
-    t = pq.read_table(path)
+    t = read_table(path)
     return {
         k: {"content_hash": h}
         for k, h in zip(
@@ -224,7 +236,7 @@ def extract_clean_shard(
     from tasks.extract import extract_batch
 
     out = Path(out_dir)
-    pages = pq.read_table(pages_path) if pages_path else None
+    pages = read_table(pages_path) if pages_path else None
     n_pages = pages.num_rows if pages is not None else 0
     parts = []
     ex_rejects = REJECTS.empty_table()
@@ -234,7 +246,7 @@ def extract_clean_shard(
         parts.append(conform(extracted, ARTICLES_CORE))
     n_pre = 0
     if articles_path:
-        pre = conform(pq.read_table(articles_path), ARTICLES_CORE)
+        pre = conform(read_table(articles_path), ARTICLES_CORE)
         n_pre = pre.num_rows
         parts.append(pre)
     raw = pa.concat_tables(parts) if parts else ARTICLES_CORE.empty_table()
@@ -266,7 +278,7 @@ def enrich_shard(clean_path: str, out_dir: str, shard_id: str, run_id: str) -> d
     from tasks.enrich import enrich_batch
 
     out = Path(out_dir)
-    articles = pq.read_table(clean_path)
+    articles = read_table(clean_path)
     result = enrich_batch(articles, run_id)
     write_table(result.article_stats, out / "enrich" / "article_stats" / f"{shard_id}.parquet")
     for name, table in result.tables.items():
@@ -324,7 +336,7 @@ def process_shard(
     t1 = time.process_time()
     out = Path(out_dir)
     clean_path = out / "clean" / f"{shard_id}.parquet"
-    cleaned = pq.read_table(clean_path)
+    cleaned = read_table(clean_path)
     kept, dup = drop_duplicate_ids(cleaned, run_id)
     if dup.num_rows:
         write_table(kept, clean_path)
