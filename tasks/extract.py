@@ -47,7 +47,7 @@ from trafilatura.utils import (
     trim,
 )
 
-from tasks import escalation, xpath_guards
+from tasks import attempt_reuse, escalation, xpath_guards
 from tasks import metadata as md
 from tasks.clean import choose_authors, choose_title, fold_text, normalize_url
 from tasks.schema import ARTICLES_CORE, conform, rejects_table, stable_id
@@ -85,6 +85,7 @@ def use_plain_element_classes() -> None:
 use_plain_element_classes()
 xpath_guards.install()  # trafilatura's rules, equivalent but with fewer Python callbacks
 escalation.install()  # lets the fast attempt run without trafilatura's recall escalation
+attempt_reuse.install()  # the full cascade after a rejected fast attempt reuses its work
 
 
 class PageTimeout(BaseException):
@@ -141,7 +142,8 @@ def extract_body(tree: HtmlElement, url: str | None) -> Any:
     mostly from outside them: over twice that text means tables, ``<div>`` prose or lists,
     where the fallbacks do matter), the full cascade would keep it: on the extraction corpus,
     84 % of pages take this path and their bodies match the full cascade's except for two
-    pages that differ by under 2 % in length. Every other page pays for the full cascade.
+    pages that differ by under 2 % in length. Every other page pays for the full cascade,
+    which starts from the attempt's prepared tree and main text (tasks.attempt_reuse).
     """
     in_paragraphs = sum(len(" ".join(p.text_content().split())) for p in tree.iter("p"))
     lo, hi = FAST_BODY_SHARE
@@ -150,11 +152,14 @@ def extract_body(tree: HtmlElement, url: str | None) -> Any:
     if hi * in_paragraphs >= FAST_BODY_MIN_CHARS:
         # no recall escalation in this attempt (tasks.escalation, 1.1 ms a page): a text
         # the gate rejects gets the full cascade, which escalates as trafilatura does
-        with escalation.measure_off():
+        with escalation.measure_off(), attempt_reuse.recording() as attempt:
             doc = bare_extraction(tree, url=url, fast=True, **_BODY_OPTIONS)
         n = len(getattr(doc, "text", None) or "") if doc is not None else 0
         if n >= FAST_BODY_MIN_CHARS and lo * in_paragraphs <= n <= hi * in_paragraphs:
             return doc
+        # the cascade starts from the attempt's prepared tree and main text (tasks.attempt_reuse)
+        with attempt_reuse.replaying(attempt):
+            return bare_extraction(tree, url=url, **_BODY_OPTIONS)
     return bare_extraction(tree, url=url, **_BODY_OPTIONS)
 
 
