@@ -13,17 +13,22 @@ from trafilatura.utils import load_html
 from tasks import attempt_reuse
 from tasks import extract as extract_mod
 
-STORY = "".join(
-    f"<p>The mayor said on Monday that repairs to the old bridge number {i} would start in the "
-    "spring and that the river path would stay open while the work went on.</p>"
-    for i in range(8)
+
+def _paragraphs(sentence: str, n: int) -> str:
+    return "".join(f"<p>{sentence.format(i=i)}</p>" for i in range(n))
+
+
+STORY = _paragraphs(
+    "The mayor said on Monday that repairs to the old bridge number {i} would start in the "
+    "spring and that the river path would stay open while the work went on.",
+    8,
 )
 # far more <p> text outside the story than in it: the fast text covers under half of the
 # page's paragraph text, so the gate sends the page to the full cascade
-SIDEBAR = "".join(
-    f"<p>Reader letter {i}: the library's opening hours, the parking rules near the market and "
-    "the new trees on the high street were discussed at length by the residents.</p>"
-    for i in range(30)
+SIDEBAR = _paragraphs(
+    "Reader letter {i}: the library's opening hours, the parking rules near the market and "
+    "the new trees on the high street were discussed at length by the residents.",
+    30,
 )
 STORY_AND_LETTERS = (
     "<html><body><article><h1>Bridge</h1>"
