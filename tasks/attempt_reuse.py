@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from copy import deepcopy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -46,7 +46,7 @@ class Attempt:
     wild: bool = False  # the wild-text recovery ran: its result depends on the mode
     options_key: tuple = ()
     mode: str = "record"
-    used: dict[str, bool] = field(default_factory=dict)
+    replayed: bool = False  # the cascade's first preparation got the attempt's tree
 
     @property
     def reusable(self) -> bool:
@@ -79,8 +79,8 @@ def _replayable(att: Attempt | None, options: Any) -> bool:
 
 def _prepare_tree(tree: Any, options: Any, url: str | None) -> tuple[Any, Any]:
     att = _CURRENT.get()
-    if _replayable(att, options) and not att.used.get("prepare"):
-        att.used["prepare"] = True
+    if _replayable(att, options) and not att.replayed:
+        att.replayed = True
         return _PREPARED, att.backup
     cleaned, backup = _real["prepare"](tree, options, url)
     if att is not None and att.mode == "record" and att.backup is None:
@@ -91,13 +91,12 @@ def _prepare_tree(tree: Any, options: Any, url: str | None) -> tuple[Any, Any]:
 
 def _extract_content(cleaned_tree: Any, options: Any) -> tuple[Any, str]:
     att = _CURRENT.get()
-    if cleaned_tree is _PREPARED:
+    if cleaned_tree is _PREPARED:  # handed out once (``replayed``): no copy needed
         assert att is not None and att.result is not None
-        att.used["extract"] = True
-        body, text = att.result
-        return deepcopy(body), text
+        return att.result
     body, text = _real["extract"](cleaned_tree, options)
     if att is not None and att.mode == "record" and att.result is None:
+        # a copy, so nothing the rest of the attempt does to its body reaches the cascade
         att.result = (deepcopy(body), text)
     return body, text
 

@@ -230,8 +230,9 @@ def reason_counts(rejects: pa.Table) -> dict[str, int]:
 
 def extract_clean_shard(
     pages_path: str, articles_path: str | None, out_dir: str, shard_id: str, run_id: str
-) -> dict:
-    """Extract + clean one shard: pages (and pre-extracted articles) in, clean articles out."""
+) -> tuple[dict, pa.Table]:
+    """Extract + clean one shard: pages (and pre-extracted articles) in, clean articles out
+    (written, and returned with the counts for the rest of the unit)."""
     from tasks.clean import clean_batch
     from tasks.extract import extract_batch
 
@@ -257,7 +258,7 @@ def extract_clean_shard(
     write_table(cleaned, out / "clean" / f"{shard_id}.parquet")
     write_table(conform(ex_rejects, REJECTS), out / "rejects" / f"extract-{shard_id}.parquet")
     write_table(conform(cl_rejects, REJECTS), out / "rejects" / f"clean-{shard_id}.parquet")
-    return {
+    counts = {
         "shard_id": shard_id,
         "extract": {
             "in": n_pages + n_pre,
@@ -271,14 +272,14 @@ def extract_clean_shard(
         },
         "seconds": {"extract": t1 - t0, "clean": t2 - t1},
     }
+    return counts, cleaned
 
 
-def enrich_shard(clean_path: str, out_dir: str, shard_id: str, run_id: str) -> dict:
+def enrich_shard(articles: pa.Table, out_dir: str, shard_id: str, run_id: str) -> dict:
     """Enrich one shard of clean articles; each output table goes to its own Parquet file."""
     from tasks.enrich import enrich_batch
 
     out = Path(out_dir)
-    articles = read_table(clean_path)
     result = enrich_batch(articles, run_id)
     write_table(result.article_stats, out / "enrich" / "article_stats" / f"{shard_id}.parquet")
     for name, table in result.tables.items():
@@ -332,11 +333,10 @@ def process_shard(
     from tasks.canonical import drop_duplicate_ids
     from tasks.dedup import fingerprint_table
 
-    res = extract_clean_shard(pages_path, articles_path, out_dir, shard_id, run_id)
+    res, cleaned = extract_clean_shard(pages_path, articles_path, out_dir, shard_id, run_id)
     t1 = time.process_time()
     out = Path(out_dir)
     clean_path = out / "clean" / f"{shard_id}.parquet"
-    cleaned = read_table(clean_path)
     kept, dup = drop_duplicate_ids(cleaned, run_id)
     if dup.num_rows:
         write_table(kept, clean_path)
@@ -350,7 +350,7 @@ def process_shard(
     res["seconds"]["dedup fingerprints"] = t2 - t1
     t1 = t2
     if kept.num_rows:
-        res.update(enrich_shard(str(clean_path), out_dir, shard_id, run_id))
+        res.update(enrich_shard(kept, out_dir, shard_id, run_id))
     else:
         res["enrich"] = {"in": 0, "out": 0, "rejected": {}}
         res["tables"] = {}

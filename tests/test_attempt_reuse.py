@@ -126,6 +126,6 @@ def test_only_the_cascades_first_preparation_is_replaced(
     assert second[0] is not attempt_reuse._PREPARED  # e.g. the recall retry's own tree
     assert real_runs["prepare"] == 2
     options.focus = "precision"  # options the attempt did not run with: never replayed
-    att.used.clear()
+    att.replayed = False
     with attempt_reuse.replaying(att):
         assert attempt_reuse._prepare_tree(tree, options, None)[0] is not attempt_reuse._PREPARED
