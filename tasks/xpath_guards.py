@@ -30,6 +30,8 @@ from typing import Any
 
 from lxml.etree import XPath
 
+from tasks.rule_matchers import PRUNING_RULES, RuleMatcher, translated
+
 REGEXP_NS = "http://exslt.org/regular-expressions"
 _LITERAL = re.compile(r"'([^']*)'|\"([^\"]*)\"")
 _ATTRIBUTE = re.compile(r"@([\w.:-]+)")
@@ -118,17 +120,23 @@ def guarded(path: str) -> str:
     return "".join(out)
 
 
-def cheaper(expression: XPath) -> XPath:
-    """A guarded, plain-string recompilation of ``expression``."""
+def cheaper(expression: XPath | RuleMatcher) -> XPath | RuleMatcher:
+    """A guarded, plain-string recompilation of ``expression`` (a compiled rule as it is)."""
+    if isinstance(expression, RuleMatcher):
+        return expression
     return XPath(guarded(expression.path), namespaces={"re": REGEXP_NS}, smart_strings=False)
 
 
-def rule_lists(module: Any) -> dict[str, list[XPath]]:
-    """The module's rule lists by name: its upper-case globals that are lists of XPaths."""
+def rule_lists(module: Any) -> dict[str, list[XPath | RuleMatcher]]:
+    """The module's rule lists by name: its upper-case globals that are lists of XPaths
+    (or of rules already compiled by ``install``)."""
     return {
         name: value
         for name, value in vars(module).items()
-        if name.isupper() and isinstance(value, list) and all(isinstance(x, XPath) for x in value)
+        if name.isupper()
+        and isinstance(value, list)
+        and value
+        and all(isinstance(x, XPath | RuleMatcher) for x in value)
     }
 
 
@@ -152,6 +160,9 @@ def install() -> None:
     calls it (``settings`` keeps the original).
     """
     settings, rules, baseline = trafilatura_modules()
-    for value in rule_lists(rules).values():
-        value[:] = [cheaper(x) for x in value]
+    for name, value in rule_lists(rules).items():
+        if name in PRUNING_RULES:  # compiled to Python where they can be, else guarded
+            value[:] = [translated(x, cheaper(x)) if isinstance(x, XPath) else x for x in value]
+        else:
+            value[:] = [cheaper(x) for x in value]
     baseline.BASIC_CLEAN_XPATH = cheaper(settings.BASIC_CLEAN_XPATH)

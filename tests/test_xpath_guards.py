@@ -11,6 +11,7 @@ from trafilatura.utils import load_html
 
 import tasks.extract  # noqa: F401  (installs the guarded rules)
 from tasks import xpath_guards
+from tasks.rule_matchers import PRUNING_RULES, RuleMatcher
 from tasks.xpath_guards import attribute_guard, cheaper, guarded
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +43,17 @@ def _synthetic_page() -> str:
         for attribute in ATTRIBUTES:
             for value in values:
                 cells.append(f'<{tag} {attribute}="{value}">{tag} {attribute} {value}</{tag}>')
+    # a union such as @id|@class reads as whichever of the two comes first on the element
+    for first, second in (("id", "class"), ("class", "id"), ("id", "style"), ("style", "id")):
+        for a, b in (("reply-1", "hidden"), ("hidden", "comments-title"), ("cookie", "nav")):
+            cells.append(f'<div {first}="{a}" {second}="{b}">pair {first} {a} {second} {b}</div>')
+            cells.append(f'<span {first}="{a}" {second}="{b}">pair in a span</span>')
+    # containers with and without a heading, and lists, for the rules that look inside
+    cells.append('<div class="infinite-scroll"><h1>kept: holds the headline</h1></div>')
+    cells.append('<section id="infinite-scroll"><p>appended story</p></section>')
+    cells.append('<ul class="comment-list"><li>c</li></ul><ol id="comments"><li>d</li></ol>')
+    cells.append('<div role="Navigation">n</div><p data-component="MostPopularStories">m</p>')
+    cells.append('<div class="TEASER box">t</div><span data-lp-replacement-content="">r</span>')
     body = "".join(cells)
     return f"<html><head><title>t</title></head><body><div>{body}</div></body></html>"
 
@@ -54,11 +66,16 @@ def _pages() -> list:
     return [t for t in trees if t is not None] + [load_html(_synthetic_page())]
 
 
-def _originals() -> list[XPath]:
-    """trafilatura's own rules, from a fresh load of its module (the installed ones are copies)."""
+def _fresh_rules():
+    """trafilatura's rules module loaded afresh: its own rules, not the installed copies."""
     spec = importlib.util.spec_from_file_location("fresh_xpaths", rules.__file__)
     fresh = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fresh)
+    return fresh
+
+
+def _originals() -> list[XPath]:
+    fresh = _fresh_rules()
     exprs = [x for name in xpath_guards.rule_lists(rules) for x in getattr(fresh, name)]
     return [*exprs, settings.BASIC_CLEAN_XPATH]
 
@@ -76,6 +93,27 @@ def test_every_guarded_rule_selects_the_same_elements_as_the_rule():
             assert copy(tree) == selected, original.path[:120]
             matched += len(selected)
     assert matched > 500  # the pages exercise the rules, not only their misses
+
+
+def test_the_installed_pruning_rules_select_what_trafilatura_s_own_rules_do_in_order():
+    """The pruning lists run as compiled Python (tasks.rule_matchers) where a rule can be
+    translated; what each selects, in the order trafilatura deletes it, must not change."""
+    fresh = _fresh_rules()
+    pages = _pages()
+    compiled = matched = 0
+    for name in sorted(PRUNING_RULES):
+        installed = getattr(rules, name)
+        assert len(installed) == len(getattr(fresh, name))
+        for original, rule in zip(getattr(fresh, name), installed, strict=True):
+            compiled += isinstance(rule, RuleMatcher)
+            for tree in pages:
+                selected = original(tree)
+                assert rule(tree) == selected, original.path[:120]
+                for element in selected[:3]:  # and inside a subtree, as prune calls them
+                    assert rule(element) == original(element), original.path[:120]
+                matched += len(selected)
+    assert compiled >= 12  # all but the two union paths (//time|//figure, .//cite|.//quote)
+    assert matched > 500
 
 
 def test_the_installed_rules_are_guarded_and_installing_again_changes_nothing():
