@@ -30,7 +30,13 @@ from typing import Any
 
 from lxml.etree import XPath
 
-from tasks.rule_matchers import PRUNING_RULES, RuleMatcher, translated
+from tasks.rule_matchers import (
+    FIRST_MATCH_RULES,
+    PRUNING_RULES,
+    RuleMatcher,
+    first_translated,
+    translated,
+)
 
 REGEXP_NS = "http://exslt.org/regular-expressions"
 _LITERAL = re.compile(r"'([^']*)'|\"([^\"]*)\"")
@@ -163,6 +169,10 @@ def install() -> None:
     for name, value in rule_lists(rules).items():
         if name in PRUNING_RULES:  # compiled to Python where they can be, else guarded
             value[:] = [translated(x, cheaper(x)) if isinstance(x, XPath) else x for x in value]
+        elif name in FIRST_MATCH_RULES:
+            value[:] = [
+                first_translated(x, cheaper(x)) if isinstance(x, XPath) else x for x in value
+            ]
         else:
             value[:] = [cheaper(x) for x in value]
     baseline.BASIC_CLEAN_XPATH = cheaper(settings.BASIC_CLEAN_XPATH)

@@ -7,7 +7,13 @@ from lxml import etree
 from lxml.etree import XPath
 from trafilatura.utils import load_html
 
-from tasks.rule_matchers import RuleMatcher, Untranslatable, compile_rule, translated
+from tasks.rule_matchers import (
+    RuleMatcher,
+    Untranslatable,
+    compile_first,
+    compile_rule,
+    translated,
+)
 
 NS = {"re": "http://exslt.org/regular-expressions"}
 PAGE = load_html(
@@ -24,6 +30,7 @@ PAGE = load_html(
     "<ul class='comments'><li>a</li></ul><ol id='comments'><li>b</li></ol>"
     "<p aria-hidden='true'>hidden</p><p aria-hidden='false'>shown</p>"
     "<p style='display: none'>styled</p>"
+    "<section class='wrap'><div class='inner'><div class='deeper'>nested</div></div></section>"
     "</div></body></html>"
 )
 RULES = [
@@ -87,3 +94,30 @@ def test_a_document_or_variables_go_to_the_xpath():
     document = etree.ElementTree(PAGE)
     assert compiled(document) == fallback(document)  # the root itself is a candidate there
     assert compiled(PAGE) == rule(PAGE)
+
+
+FIRST_RULES = [
+    ".//*[self::div or self::section][@class][1]",  # [1] is per parent: many, first read
+    "(.//*[self::p][@aria-hidden])[1]",
+    "(.//aside)[1]|(.//section)[1]",  # a union: whichever comes first in the document
+    "(.//aside)[1]|(.//*[self::ul or self::ol][@id])[1]",
+    ".//*[@data-none][1]",  # no match at all
+]
+
+
+@pytest.mark.parametrize("rule", FIRST_RULES)
+def test_a_first_match_is_the_first_element_its_xpath_selects(rule):
+    xpath = XPath(rule, namespaces=NS)
+    compiled = compile_first(xpath)
+    for context in (PAGE, *PAGE.iter("div", "section")):
+        assert compiled(context) == xpath(context)[:1], rule
+
+
+def test_first_match_rules_have_more_than_one_answer_in_xpath():
+    """So the tests above check the choice of the first, not an only element."""
+    assert len(XPath(FIRST_RULES[0])(PAGE)) > 2
+    assert len(XPath(FIRST_RULES[2])(PAGE)) == 2
+    with pytest.raises(Untranslatable):
+        compile_first(XPath("(.//p)[2]"))  # a position other than the first
+    with pytest.raises(Untranslatable):
+        compile_rule(XPath(FIRST_RULES[0]))  # [1] means nothing to a full selection

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
+from copy import deepcopy
 from pathlib import Path
 
 import pytest
 from lxml.etree import XPath
+from trafilatura.htmlprocessing import convert_tags, tree_cleaning
+from trafilatura.settings import Extractor
 from trafilatura.utils import load_html
 
 import tasks.extract  # noqa: F401  (installs the guarded rules)
 from tasks import xpath_guards
-from tasks.rule_matchers import PRUNING_RULES, RuleMatcher
+from tasks.rule_matchers import PRUNING_RULES, FirstMatch, RuleMatcher
 from tasks.xpath_guards import attribute_guard, cheaper, guarded
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,6 +117,26 @@ def test_the_installed_pruning_rules_select_what_trafilatura_s_own_rules_do_in_o
                 matched += len(selected)
     assert compiled >= 12  # all but the two union paths (//time|//figure, .//cite|.//quote)
     assert matched > 500
+
+
+def test_the_installed_content_rules_find_the_element_trafilatura_s_rules_find_first():
+    """trafilatura reads each BODY_XPATH rule as ``next(s for s in rule(tree) if s is not
+    None)``; the compiled ones stop at that element, which must be the same one."""
+    fresh = _fresh_rules()
+    pages = _pages()
+    opts = Extractor()
+    # the rules run on cleaned, converted trees; the raw ones exercise them too
+    trees = pages + [convert_tags(tree_cleaning(deepcopy(t), opts), opts) for t in pages]
+    found = 0
+    installed = rules.BODY_XPATH
+    assert all(isinstance(rule, FirstMatch) for rule in installed)
+    for original, rule in zip(fresh.BODY_XPATH, installed, strict=True):
+        for tree in trees:
+            expected = next((s for s in original(tree) if s is not None), None)
+            got = rule(tree)
+            assert got == ([expected] if expected is not None else []), original.path[:120]
+            found += expected is not None
+    assert found > 40
 
 
 def test_the_installed_rules_are_guarded_and_installing_again_changes_nothing():
