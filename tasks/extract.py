@@ -47,7 +47,7 @@ from trafilatura.utils import (
     trim,
 )
 
-from tasks import attempt_reuse, escalation, xpath_guards
+from tasks import attempt_reuse, escalation, html_repair, xpath_guards
 from tasks import metadata as md
 from tasks.clean import choose_authors, choose_title, fold_text, normalize_url
 from tasks.schema import ARTICLES_CORE, conform, rejects_table, stable_id
@@ -86,6 +86,7 @@ use_plain_element_classes()
 xpath_guards.install()  # trafilatura's rules, equivalent but with fewer Python callbacks
 escalation.install()  # lets the fast attempt run without trafilatura's recall escalation
 attempt_reuse.install()  # the full cascade after a rejected fast attempt reuses its work
+html_repair.install()  # the page-wide regex for XML-invalid characters only where one is
 
 
 class PageTimeout(BaseException):
