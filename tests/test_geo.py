@@ -28,6 +28,16 @@ def test_cached_gazetteer_answers_like_a_fresh_build(tmp_path, fresh) -> None:
     assert gc.isenabled()  # the loader pauses the collector only while it unpickles
 
 
+def test_every_place_is_indexed_under_its_own_name(fresh) -> None:
+    """NER's place patterns look a name's places up in that name's bucket only."""
+    places = 0
+    for bucket in fresh.index.values():
+        for place in bucket:
+            assert place in fresh.index[geo.norm(place.name)], place
+            places += 1
+    assert places > 100_000
+
+
 def test_a_place_pickles_to_an_equal_place() -> None:
     place = geo.Place(703448, "Kyiv", "UA", "12", 50.45, 30.52, "city", 2_797_553)
     assert pickle.loads(pickle.dumps(place)) == place
