@@ -26,10 +26,12 @@ from dataclasses import dataclass
 from lxml import etree
 from lxml.etree import XPath
 
-# trafilatura's rule lists that it only ever hands to ``prune_unwanted_nodes``, which calls
-# each rule on an element and deletes what it returns: a RuleMatcher's whole contract
-PRUNING_RULES = frozenset(
+# trafilatura's rule lists that it calls on an element and reads every returned element of,
+# in order: ``prune_unwanted_nodes`` deletes them, ``extract_metainfo`` (AUTHOR_XPATHS) takes
+# the first with usable text. That is a RuleMatcher's whole contract.
+SELECTION_RULES = frozenset(
     {
+        "AUTHOR_XPATHS",
         "RAW_TREE_PRUNE_XPATH",
         "REMOVE_COMMENTS_AND_LISTS_XPATH",
         "REMOVE_COMMENTS_XPATH",
@@ -43,7 +45,7 @@ PRUNING_RULES = frozenset(
 )
 
 _TOKEN = re.compile(
-    r"""\s*(?:(?P<lit>'[^']*'|"[^"]*")|(?P<op>\.//|::|[@()\[\]|=,*])|(?P<num>\d+)"""
+    r"""\s*(?:(?P<lit>'[^']*'|"[^"]*")|(?P<op>\.//|//|::|[@()\[\]|=,*])|(?P<num>\d+)"""
     r"""|(?P<name>[A-Za-z_][\w.-]*(?::[A-Za-z_][\w.-]*)?))"""
 )
 
@@ -96,6 +98,7 @@ class _Parser:
         self.toks = _tokens(path)
         self.i = 0
         self.code = code
+        self.absolute: bool | None = None  # paths from the document root (//) or not (.//)
 
     # -- token helpers
     def peek(self, offset: int = 0) -> tuple[str, str]:
@@ -113,11 +116,14 @@ class _Parser:
         return self.take(kind="lit")[1:-1]
 
     # -- grammar
-    def rule(self) -> tuple[tuple[str, ...], list[str]]:
-        """A whole selection rule: one path, nothing after it."""
-        tags, conditions = self.path()
+    def rule(self) -> list[tuple[tuple[str, ...], list[str]]]:
+        """A whole selection rule: a union of paths. One (tags, conditions) per path."""
+        parts = [self.path()]
+        while self.peek()[1] == "|":
+            self.i += 1
+            parts.append(self.path())
         self.end()
-        return tags, conditions
+        return parts
 
     def first_rule(self) -> list[tuple[tuple[str, ...], list[str]]]:
         """A rule read for its first element only: a union of paths, each of which may be
@@ -155,7 +161,14 @@ class _Parser:
         the first child that passes the others, and the first of those in document order
         is the first element that passes them at all, which is all a first-match reads.
         """
-        self.take(".//")
+        step = self.peek()[1]
+        if step not in (".//", "//"):
+            raise Untranslatable(f"a path must start with .// or //, not {step!r}")
+        self.i += 1
+        if self.absolute is None:
+            self.absolute = step == "//"
+        elif self.absolute != (step == "//"):
+            raise Untranslatable("a union of paths from the root and from the element")
         tags: tuple[str, ...] = ()
         if self.peek()[1] == "*":
             self.take("*")
@@ -209,6 +222,10 @@ class _Parser:
                 lit = self.code.const(self.literal())
                 return "(" + " or ".join(f"{self.code.attr(n)} == {lit}" for n in names) + ")"
             return "(" + " or ".join(f"{self.code.attr(n)} is not None" for n in names) + ")"
+        kind, value = self.peek()
+        if kind == "name" and self.peek(1)[1] == "=":  # child elements compared: rel='me'
+            self.i += 2
+            return f"_child_equals(e, {value!r}, {self.code.const(self.literal())})"
         return self.primary()
 
     def attributes(self) -> list[str]:
@@ -293,19 +310,35 @@ def _first(element: etree._Element, *pairs: tuple[str | None, str]) -> str:
     return min(present, key=lambda p: order.index(p[1]))[0]
 
 
+_STRING_VALUE = XPath("string()")
+
+
+def _child_equals(element: etree._Element, tag: str, literal: str) -> bool:
+    """XPath's ``tag = 'literal'``: some child ``tag`` has that string value."""
+    return any(_STRING_VALUE(c) == literal for c in element.iterchildren(tag))
+
+
 class RuleMatcher:
     """A translated rule: called like its XPath on an element, same elements, same order.
 
-    Called on anything else (an ElementTree, a document) it runs the XPath it came from.
+    Called on anything else (an ElementTree, a document), or with a path from the document
+    root (``//``) on an element that is not the root, it runs the XPath it came from.
     """
 
-    def __init__(self, xpath: XPath, select: Callable[[etree._Element], list]) -> None:
+    def __init__(
+        self, xpath: XPath, select: Callable[[etree._Element], list], absolute: bool = False
+    ) -> None:
         self.xpath = xpath
         self.path = xpath.path
+        self.absolute = absolute
         self._select = select
 
     def __call__(self, tree, **variables):
-        if variables or not isinstance(tree, etree._Element):
+        if (
+            variables
+            or not isinstance(tree, etree._Element)
+            or (self.absolute and tree.getroottree().getroot() is not tree)
+        ):
             return self.xpath(tree, **variables)
         return self._select(tree)
 
@@ -313,46 +346,54 @@ class RuleMatcher:
         return f"{type(self).__name__}({' '.join(self.path.split())[:60]!r})"
 
 
-def _select_function(code: _Code, tags: tuple, test: str, first: bool, name: str) -> Callable:
-    """Generate and compile the selection: one loop, the attribute reads, the test."""
+def _compile(rule: XPath, first: bool) -> tuple[Callable[[etree._Element], list], bool]:
+    """Generate and compile a rule's selection: one loop over the elements its paths can
+    select (from the root itself for ``//``), their attribute reads, then the test."""
+    code = _Code(attributes=[], constants=[])
+    parser = _Parser(" ".join(rule.path.split()), code)
+    parts = parser.first_rule() if first else parser.rule()
+    tags = (
+        () if any(not t for t, _ in parts) else tuple(dict.fromkeys(t for p in parts for t in p[0]))
+    )
+    tests = []
+    for own_tags, conditions in parts:
+        own = (
+            [f"(e.tag in {code.const(frozenset(own_tags))})"] if own_tags and len(parts) > 1 else []
+        )
+        tests.append("(" + " and ".join(own + conditions or ["True"]) + ")")
     reads = "".join(f"        a{i} = g({n!r})\n" for i, n in enumerate(code.attributes))
     source = (
         "def select(tree):\n"
         "    out = []\n"
-        "    for e in tree.iterdescendants(*TAGS):\n"
-        "        g = e.get\n"
-        f"{reads}"
-        f"        if {test}:\n"
+        + (
+            "    for e in tree.iter(*TAGS):\n"
+            if parser.absolute
+            else "    for e in tree.iterdescendants(*TAGS):\n"
+        )
+        + "        g = e.get\n"
+        + reads
+        + f"        if {' or '.join(tests)}:\n"
         + ("            return [e]\n" if first else "            out.append(e)\n")
         + "    return out\n"
     )
     namespace: dict = {f"k{i}": v for i, v in enumerate(code.constants)}
-    namespace.update(_first=_first, TAGS=tags or (etree.Element,))
-    exec(compile(source, f"<rule {name[:40]}>", "exec"), namespace)  # noqa: S102
-    return namespace["select"]
+    namespace.update(_first=_first, _child_equals=_child_equals, TAGS=tags or (etree.Element,))
+    exec(compile(source, f"<rule {rule.path.strip()[:40]}>", "exec"), namespace)  # noqa: S102
+    return namespace["select"], bool(parser.absolute)
 
 
 def compile_rule(rule: XPath, fallback: XPath | None = None) -> RuleMatcher:
-    """``rule`` as a RuleMatcher (raises Untranslatable); ``fallback`` is the XPath run on
-    inputs that are not elements (default: ``rule`` itself)."""
-    code = _Code(attributes=[], constants=[])
-    tags, conditions = _Parser(" ".join(rule.path.split()), code).rule()
-    test = " and ".join(conditions) or "True"
-    return RuleMatcher(fallback or rule, _select_function(code, tags, test, False, rule.path))
+    """``rule`` as a RuleMatcher (raises Untranslatable); ``fallback`` is the XPath run where
+    the compiled selection does not apply (default: ``rule`` itself)."""
+    select, absolute = _compile(rule, first=False)
+    return RuleMatcher(fallback or rule, select, absolute)
 
 
 def compile_first(rule: XPath, fallback: XPath | None = None) -> FirstMatch:
     """``rule`` as a FirstMatch (raises Untranslatable), for callers that read only the
     first element it selects."""
-    code = _Code(attributes=[], constants=[])
-    parts = _Parser(" ".join(rule.path.split()), code).first_rule()
-    every_tag = () if any(not tags for tags, _ in parts) else tuple(t for p in parts for t in p[0])
-    tests = []
-    for tags, conditions in parts:
-        own = [f"(e.tag in {code.const(frozenset(tags))})"] if tags and len(parts) > 1 else []
-        tests.append("(" + " and ".join(own + conditions or ["True"]) + ")")
-    test = " or ".join(tests)
-    return FirstMatch(fallback or rule, _select_function(code, every_tag, test, True, rule.path))
+    select, absolute = _compile(rule, first=True)
+    return FirstMatch(fallback or rule, select, absolute)
 
 
 class FirstMatch(RuleMatcher):

@@ -32,7 +32,7 @@ from lxml.etree import XPath
 
 from tasks.rule_matchers import (
     FIRST_MATCH_RULES,
-    PRUNING_RULES,
+    SELECTION_RULES,
     RuleMatcher,
     first_translated,
     translated,
@@ -167,7 +167,7 @@ def install() -> None:
     """
     settings, rules, baseline = trafilatura_modules()
     for name, value in rule_lists(rules).items():
-        if name in PRUNING_RULES:  # compiled to Python where they can be, else guarded
+        if name in SELECTION_RULES:  # compiled to Python where they can be, else guarded
             value[:] = [translated(x, cheaper(x)) if isinstance(x, XPath) else x for x in value]
         elif name in FIRST_MATCH_RULES:
             value[:] = [

@@ -31,6 +31,8 @@ PAGE = load_html(
     "<p aria-hidden='true'>hidden</p><p aria-hidden='false'>shown</p>"
     "<p style='display: none'>styled</p>"
     "<section class='wrap'><div class='inner'><div class='deeper'>nested</div></div></section>"
+    "<span><rel>me</rel></span><div><rel>m<b>e</b></rel></div><p><rel>not me</rel></p>"
+    "<author>A. Writer</author>"
     "</div></body></html>"
 )
 RULES = [
@@ -48,6 +50,9 @@ RULES = [
     ".//*[self::ul or self::ol][(@id or @class) and not(self::ol and @class)]",
     ".//p[@aria-hidden='true' or contains(@style, 'display: none')]",
     ".//*[self::p][@aria-hidden]",
+    ".//*[rel='me' or @id='x']",  # a child element's whole text, markup inside included
+    "//*[self::p or self::span][@aria-hidden or rel='me']|//author",  # from the root, a union
+    "//*[@class]",
 ]
 
 
@@ -71,12 +76,13 @@ def test_the_rules_are_not_trivially_empty_or_everything():
 @pytest.mark.parametrize(
     "rule",
     [
-        "//time|//figure",  # a union of paths
+        "(.//p)[1]",  # a position on a whole path
         ".//*[@class][1]",  # a position
         ".//p[re:test(text(), 'x')]",  # text, not an attribute
         ".//*[count(p) > 1]",
         ".//div/p",  # a child step
-        "//div",  # from the document root
+        "//div|.//p",  # from the root and from the element in one union
+        "./div",  # a child step
     ],
 )
 def test_what_is_outside_the_subset_stays_an_xpath(rule):
@@ -84,6 +90,15 @@ def test_what_is_outside_the_subset_stays_an_xpath(rule):
     with pytest.raises(Untranslatable):
         compile_rule(xpath)
     assert translated(xpath) is xpath
+
+
+def test_a_path_from_the_root_on_an_inner_element_goes_to_the_xpath():
+    """``//`` means the whole document wherever it is called from."""
+    xpath = XPath("//*[@class]")
+    compiled = compile_rule(xpath)
+    inner = next(PAGE.iter("section"))
+    assert compiled(inner) == xpath(inner) == xpath(PAGE) == compiled(PAGE)
+    assert set(compiled(inner)) - set(inner.iter())  # elements outside the section too
 
 
 def test_a_document_or_variables_go_to_the_xpath():
