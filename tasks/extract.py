@@ -133,7 +133,20 @@ FAST_BODY_SHARE = (0.5, 2.0)
 FAST_BODY_MIN_CHARS = 250
 
 
-def extract_body(tree: HtmlElement, url: str | None) -> Any:
+def paragraph_texts(tree: HtmlElement) -> list[tuple[HtmlElement, str]]:
+    """Each ``<p>`` of the page with its text, whitespace-normalised.
+
+    Read twice per page, by the fast-body gate and by the split-body rescue, on a tree
+    nothing changes in between (trafilatura and htmldate work on copies): computed once.
+    """
+    return [(p, " ".join(p.text_content().split())) for p in tree.iter("p")]
+
+
+def extract_body(
+    tree: HtmlElement,
+    url: str | None,
+    paragraphs: list[tuple[HtmlElement, str]] | None = None,
+) -> Any:
     """trafilatura's body, running its fallback extractors only where they can change it.
 
     The comparison with readability and jusText is about 40 % of extraction time, and it only
@@ -146,7 +159,9 @@ def extract_body(tree: HtmlElement, url: str | None) -> Any:
     pages that differ by under 2 % in length. Every other page pays for the full cascade,
     which starts from the attempt's prepared tree and main text (tasks.attempt_reuse).
     """
-    in_paragraphs = sum(len(" ".join(p.text_content().split())) for p in tree.iter("p"))
+    if paragraphs is None:
+        paragraphs = paragraph_texts(tree)
+    in_paragraphs = sum(len(text) for _, text in paragraphs)
     lo, hi = FAST_BODY_SHARE
     # with under FAST_BODY_MIN_CHARS / hi of paragraph text no fast text can pass both tests
     # (2.5 % of corpus pages): those go straight to the full cascade
@@ -191,7 +206,8 @@ def extract_html(
     # trafilatura copies an lxml input before pruning it, so `tree` stays intact for us.
     # Metadata comes from our own reading of the tree; trafilatura's metadata pass (htmldate
     # above all) costs as much as the body extraction and only runs below as a fallback.
-    doc = extract_body(tree, url)
+    paragraphs = paragraph_texts(tree)
+    doc = extract_body(tree, url, paragraphs)
     text = (getattr(doc, "text", None) or "") if doc is not None else ""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     published = md.published_date(pm)
@@ -214,7 +230,7 @@ def extract_html(
     lang = md.language(pm)
     hints = md.syndication_hints(pm, url, canonical)
 
-    lines = rescue_split_body(tree, lines)
+    lines = rescue_split_body(tree, lines, paragraphs)
     lines = trim_to_article_body(lines, md.jsonld_field(pm, "articleBody"))
     body = "\n\n".join(lines)
     if not body:
@@ -371,7 +387,11 @@ def trim_to_article_body(lines: list[str], article_body: str) -> list[str]:
 RESCUE_MIN_CHARS = 80  # only prose-length paragraphs are worth rescuing
 
 
-def rescue_split_body(tree: HtmlElement, lines: list[str]) -> list[str]:
+def rescue_split_body(
+    tree: HtmlElement,
+    lines: list[str],
+    paragraphs: list[tuple[HtmlElement, str]] | None = None,
+) -> list[str]:
     """Add paragraphs from sibling copies of the article container trafilatura chose.
 
     Some templates cut one article into several containers with the same tag and class
@@ -384,8 +404,7 @@ def rescue_split_body(tree: HtmlElement, lines: list[str]) -> list[str]:
         return lines
     folded_lines = [fold_text(x) for x in lines]
     candidates = []  # (p text, parent, signature, line index or None)
-    for p in tree.iter("p"):
-        txt = " ".join(p.text_content().split())
+    for p, txt in paragraphs if paragraphs is not None else paragraph_texts(tree):
         if len(txt) < RESCUE_MIN_CHARS:
             continue
         parent = p.getparent()
