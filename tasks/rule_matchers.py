@@ -1,4 +1,4 @@
-"""trafilatura's pruning rules as compiled Python selections over the tree.
+"""trafilatura's tree rules (pruning, content, byline) as compiled Python selections.
 
 Why: libxml2 evaluates a rule such as ``.//*[self::div or self::section][re:test(@id, ...)
 or contains(@class, ...)]`` by building a node-set for each step of each predicate on every
@@ -8,13 +8,16 @@ Python answers with one ``iterdescendants`` over the wanted tags (filtered in C)
 ``get`` calls and regex searches an element: about half the time per rule, and extraction
 14.77 -> 13.17 ms a page (interleaved A/B, 1,200 bench pages), every record unchanged.
 
-A rule is translated only if it is ``.//*`` or ``.//name`` followed by predicates built from
-``self::name``, ``.//name`` (a descendant exists), ``@a`` and ``@a|@b`` (present, compared
-with ``=`` to a literal, or read as a string by ``re:test``, ``contains``, ``starts-with``
-or ``translate``), ``and``, ``or``, ``not()`` and brackets. XPath 1.0's rules are kept: a
-missing attribute reads as the empty string and compares unequal to everything, a union
-reads as its first attribute in the element's own attribute order, ``re:test`` is Python's
-``re.search`` (as in lxml's EXSLT functions). Anything else stays an XPath.
+A rule is translated only if it is a union of paths ``.//*`` or ``.//name`` (or all from
+the root: ``//``) followed by predicates built from ``self::name``, ``.//name`` (a
+descendant exists), ``name = 'literal'`` (a child with that text), ``@a`` and ``@a|@b``
+(present, compared with ``=`` to a literal, or read as a string by ``re:test``,
+``contains``, ``starts-with`` or ``translate``), ``and``, ``or``, ``not()`` and brackets;
+rules read only for their first element (FirstMatch) may also use ``[1]``. XPath 1.0's
+rules are kept: a missing attribute reads as the empty string and compares unequal to
+everything, an attribute union reads as its first attribute in the element's own order,
+``re:test`` is Python's ``re.search`` (as in lxml's EXSLT functions), results come in
+document order without repeats. Anything else stays an XPath.
 """
 
 from __future__ import annotations
@@ -201,18 +204,18 @@ class _Parser:
         return tuple(names) if self.peek()[1] == "]" else ()
 
     def or_expr(self) -> str:
-        parts = [self.and_expr()]
-        while self.peek() == ("name", "or"):
-            self.i += 1
-            parts.append(self.and_expr())
-        return parts[0] if len(parts) == 1 else "(" + " or ".join(parts) + ")"
+        return self._chain("or", self.and_expr)
 
     def and_expr(self) -> str:
-        parts = [self.eq_expr()]
-        while self.peek() == ("name", "and"):
+        return self._chain("and", self.eq_expr)
+
+    def _chain(self, word: str, operand: Callable[[], str]) -> str:
+        """``operand (word operand)*`` as one bracketed Python expression."""
+        parts = [operand()]
+        while self.peek() == ("name", word):
             self.i += 1
-            parts.append(self.eq_expr())
-        return parts[0] if len(parts) == 1 else "(" + " and ".join(parts) + ")"
+            parts.append(operand())
+        return parts[0] if len(parts) == 1 else "(" + f" {word} ".join(parts) + ")"
 
     def eq_expr(self) -> str:
         if self.peek()[1] == "@":
