@@ -59,11 +59,10 @@ class Untranslatable(ValueError):
 
 def _tokens(path: str) -> list[tuple[str, str]]:
     out, pos = [], 0
+    path = path.strip()
     while pos < len(path):
-        if path[pos:].strip() == "":
-            break
         m = _TOKEN.match(path, pos)
-        if m is None or m.end() == pos:
+        if m is None:
             raise Untranslatable(f"cannot read {path[pos : pos + 20]!r}")
         kind = m.lastgroup or ""
         out.append((kind, m.group(kind)))
@@ -81,7 +80,7 @@ def _xpath_translate(source: str, target: str) -> dict[int, int | None]:
 
 @dataclass
 class _Code:
-    """Python source of one selection: its tags, attributes, constants and condition."""
+    """What a selection's generated code reads: attributes (``a0``...) and constants (``k0``...)."""
 
     attributes: list[str]
     constants: list[object]
@@ -410,16 +409,24 @@ class FirstMatch(RuleMatcher):
 FIRST_MATCH_RULES = frozenset({"BODY_XPATH"})
 
 
-def translated(rule: XPath, fallback: XPath | None = None) -> RuleMatcher | XPath:
-    """The rule's RuleMatcher, or ``fallback`` (else the rule) where it cannot be translated."""
+def translated(rule: XPath | RuleMatcher, fallback: XPath | None = None) -> RuleMatcher | XPath:
+    """The rule's RuleMatcher, or ``fallback`` (else the rule) where it cannot be translated;
+    a rule compiled already is returned as it is."""
+    if isinstance(rule, RuleMatcher):
+        return rule
     try:
         return compile_rule(rule, fallback)
     except Untranslatable:
         return fallback or rule
 
 
-def first_translated(rule: XPath, fallback: XPath | None = None) -> RuleMatcher | XPath:
-    """The rule's FirstMatch, or ``fallback`` (else the rule) where it cannot be translated."""
+def first_translated(
+    rule: XPath | RuleMatcher, fallback: XPath | None = None
+) -> RuleMatcher | XPath:
+    """The rule's FirstMatch, or ``fallback`` (else the rule) where it cannot be translated;
+    a rule compiled already is returned as it is."""
+    if isinstance(rule, RuleMatcher):
+        return rule
     try:
         return compile_first(rule, fallback)
     except Untranslatable:

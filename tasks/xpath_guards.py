@@ -167,12 +167,13 @@ def install() -> None:
     """
     settings, rules, baseline = trafilatura_modules()
     for name, value in rule_lists(rules).items():
-        if name in SELECTION_RULES:  # compiled to Python where they can be, else guarded
-            value[:] = [translated(x, cheaper(x)) if isinstance(x, XPath) else x for x in value]
-        elif name in FIRST_MATCH_RULES:
-            value[:] = [
-                first_translated(x, cheaper(x)) if isinstance(x, XPath) else x for x in value
-            ]
-        else:
-            value[:] = [cheaper(x) for x in value]
+        # the lists whose use a compiled rule fits run as Python where they can, else guarded
+        compile_ = (
+            translated
+            if name in SELECTION_RULES
+            else first_translated
+            if name in FIRST_MATCH_RULES
+            else None
+        )
+        value[:] = [compile_(x, cheaper(x)) if compile_ else cheaper(x) for x in value]
     baseline.BASIC_CLEAN_XPATH = cheaper(settings.BASIC_CLEAN_XPATH)
