@@ -409,25 +409,14 @@ class FirstMatch(RuleMatcher):
 FIRST_MATCH_RULES = frozenset({"BODY_XPATH"})
 
 
-def translated(rule: XPath | RuleMatcher, fallback: XPath | None = None) -> RuleMatcher | XPath:
-    """The rule's RuleMatcher, or ``fallback`` (else the rule) where it cannot be translated;
-    a rule compiled already is returned as it is."""
-    if isinstance(rule, RuleMatcher):
-        return rule
-    try:
-        return compile_rule(rule, fallback)
-    except Untranslatable:
-        return fallback or rule
-
-
-def first_translated(
-    rule: XPath | RuleMatcher, fallback: XPath | None = None
+def translated(
+    rule: XPath | RuleMatcher, fallback: XPath | None = None, first: bool = False
 ) -> RuleMatcher | XPath:
-    """The rule's FirstMatch, or ``fallback`` (else the rule) where it cannot be translated;
-    a rule compiled already is returned as it is."""
+    """The rule compiled (a FirstMatch with ``first``), or ``fallback`` (else the rule) where
+    it cannot be translated; a rule compiled already is returned as it is."""
     if isinstance(rule, RuleMatcher):
         return rule
     try:
-        return compile_first(rule, fallback)
+        return compile_first(rule, fallback) if first else compile_rule(rule, fallback)
     except Untranslatable:
         return fallback or rule

@@ -34,7 +34,6 @@ from tasks.rule_matchers import (
     FIRST_MATCH_RULES,
     SELECTION_RULES,
     RuleMatcher,
-    first_translated,
     translated,
 )
 
@@ -168,12 +167,9 @@ def install() -> None:
     settings, rules, baseline = trafilatura_modules()
     for name, value in rule_lists(rules).items():
         # the lists whose use a compiled rule fits run as Python where they can, else guarded
-        compile_ = (
-            translated
-            if name in SELECTION_RULES
-            else first_translated
-            if name in FIRST_MATCH_RULES
-            else None
-        )
-        value[:] = [compile_(x, cheaper(x)) if compile_ else cheaper(x) for x in value]
+        first = name in FIRST_MATCH_RULES
+        if first or name in SELECTION_RULES:
+            value[:] = [translated(x, cheaper(x), first=first) for x in value]
+        else:
+            value[:] = [cheaper(x) for x in value]
     baseline.BASIC_CLEAN_XPATH = cheaper(settings.BASIC_CLEAN_XPATH)
