@@ -31,6 +31,8 @@ from typing import Any
 import pyarrow as pa
 
 from tasks.geo import Mention, Place, gazetteer, geocode_article, norm
+from tasks.language import WORD as _WORD
+from tasks.language import looks_english
 from tasks.ner import char_spans, lookup, process, propagate
 from tasks.schema import TableSpec, rejects_table, stable_id
 
@@ -303,22 +305,9 @@ class EnrichResult:
 
 
 # --------------------------------------------------------------------------- language
-_EN_STOP = frozenset(
-    "the of and to in a is that for on with as was at by it from he said be has have are his "
-    "an not this but they were which will their who been had its would after more also".split()
-)
-_WORD = re.compile(r"\w+(?:['\u2019]\w+)*")
-
-
 def word_count(text: str) -> int:
     """Words as runs of letters/digits (contractions count once)."""
     return len(_WORD.findall(text))
-
-
-def looks_english(text: str) -> bool:
-    """Cheap check for articles whose language is unknown: share of common English words."""
-    words = [w.lower() for w in _WORD.findall(text[:3000])]
-    return len(words) >= 5 and sum(w in _EN_STOP for w in words) / len(words) >= 0.15
 
 
 def decide_language(language: str | None, body: str) -> tuple[str | None, str]:

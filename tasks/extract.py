@@ -47,9 +47,10 @@ from trafilatura.utils import (
     trim,
 )
 
-from tasks import attempt_reuse, escalation, html_repair, xpath_guards
+from tasks import attempt_reuse, date_languages, escalation, html_repair, xpath_guards
 from tasks import metadata as md
 from tasks.clean import choose_authors, choose_title, fold_text, normalize_url
+from tasks.language import looks_english
 from tasks.schema import ARTICLES_CORE, conform, rejects_table, stable_id
 
 LOG = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ xpath_guards.install()  # trafilatura's rules, equivalent but with fewer Python 
 escalation.install()  # lets the fast attempt run without trafilatura's recall escalation
 attempt_reuse.install()  # the full cascade after a rejected fast attempt reuses its work
 html_repair.install()  # the page-wide regex for XML-invalid characters only where one is
+date_languages.install()  # htmldate's dateparser fallback reads a page in its own language
 
 
 class PageTimeout(BaseException):
@@ -221,13 +223,16 @@ def extract_html(
     if not authors:  # no declared byline: trafilatura's visible-byline heuristics
         authors = [a for a in (extract_author(tree) or "").split(";") if a.strip()]
     title = choose_title(pm, None, site, outlet, _host(url), authors) or (extract_title(tree) or "")
+    lang = md.language(pm)
     if not published:
-        published = md.iso_date(find_date(tree, url=url, **set_date_params(True)))
+        # the language enrichment will record: declared, else English if the text reads so
+        guess = lang or ("en" if looks_english("\n".join(lines)) else None)
+        with date_languages.page_language(guess):
+            published = md.iso_date(find_date(tree, url=url, **set_date_params(True)))
     published_at = md.published_time(pm, published, tree)  # UTC; only a declared time+offset
     canonical = md.canonical_url(pm, url)
     if canonical:
         canonical = normalize_url(canonical)
-    lang = md.language(pm)
     hints = md.syndication_hints(pm, url, canonical)
 
     lines = rescue_split_body(tree, lines, paragraphs)
