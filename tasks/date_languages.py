@@ -6,11 +6,12 @@ order of ~200, until one can read the string. A string none can read ("March 18 
 no year, so strict parsing fails everywhere) makes it load and compile all of them: 1.0-1.5 s
 of CPU and ~41 MB in every worker process, the first time it happens (measured on a fresh
 process: ``_external_date('Posted 12 Foo 2023 xyzzy')``), which a crawl of real news pages
-meets within its first units. A page that declares its language (``<html lang>``, og:locale,
-...) is read in that language and in English (the language of most date boilerplate), in
-dateparser's own order; a page that declares none, or one dateparser does not know, still
-gets every locale, as before. Reading a German page's date string as, say, Swahili was never
-the point of the fallback.
+meets within its first units. A page in a known language (declared by ``<html lang>``,
+og:locale, ..., or English when its text reads so: what enrichment records for it) is read in
+that language and in English (the language of most date boilerplate), in dateparser's own
+order; a page of unknown language, or of one dateparser does not know, still gets every
+locale, as before. Reading a German page's date string as, say, Swahili was never the point
+of the fallback.
 
 htmldate caches each string's outcome (``try_date_expr``) with no language in the key, so
 the cache is emptied when the language changes from one page to the next: an outcome for
