@@ -34,6 +34,7 @@ import os
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -338,6 +339,51 @@ def run_newsflow(
     return wall, peak.peak, info
 
 
+def measure(warc: Path, sources: Path, work: Path, args: argparse.Namespace) -> dict:
+    """One side-by-side measurement: bare, newsflow (first and nothing-new runs), bare again."""
+    bare_before_s, n_pages = run_bare(warc, args.workers)
+    server = contextlib.nullcontext() if args.ephemeral_prefect else PrefectServer(work)
+    with server as srv:
+        api = srv.url if srv is not None else None
+        home = work / "home"
+        shutil.rmtree(home, ignore_errors=True)  # a repetition starts from nothing too
+        server_pid = srv.proc.pid if srv is not None and srv.proc is not None else None
+        memlog = work / "memlog.tsv"
+        memlog.unlink(missing_ok=True)  # the phases of this repetition's first run only
+        first_s, first_rss, first = run_newsflow(
+            sources, home, args.workers, api, memlog=memlog, server_pid=server_pid
+        )
+        second_s, second_rss, second = run_newsflow(sources, home, args.workers, api)
+    # again after newsflow (and with the Prefect server stopped, as before): this
+    # machine's speed drifts by 10-20 % within minutes, and one bare run before a long
+    # newsflow run would charge that drift to one side of the ratio
+    bare_after_s, _ = run_bare(warc, args.workers)
+    bare_s = (bare_before_s + bare_after_s) / 2
+    r = {
+        "n": n_pages,
+        "bare_pages_s": n_pages / bare_s,
+        "bare_pages_s_before_after": [n_pages / bare_before_s, n_pages / bare_after_s],
+        "newsflow_pages_s": n_pages / first_s,
+        "ratio": bare_s / first_s,
+        "first_wall_s": first_s,
+        # the newsflow process's life outside its flow body: start-up (Python, imports,
+        # Prefect's flow-run creation) and exit (the engine's teardown), fixed per run
+        "outside_flow_s": first_s - first["stage_seconds"].get("total", first_s),
+        "second_wall_s": second_s,
+        "second_vs_first": second_s / first_s,
+        "peak_rss_mb": first_rss / 2**20,
+        "second_peak_rss_mb": second_rss / 2**20,
+        "memory_mb": first["memory_mb"],
+        "cpu_s": first["cpu_s"],
+        "stage_seconds": first["stage_seconds"],
+        "articles": first["articles"],
+        "second_status": second["status"],
+        "second_stage_seconds": second["stage_seconds"],
+        "prefect": "ephemeral" if args.ephemeral_prefect else "server",
+    }
+    return r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("pages_dir", type=Path, help="folder of HTML pages (searched recursively)")
@@ -345,6 +391,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "throughput")
     ap.add_argument("--json-out", type=Path)
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure each N this many times (fresh warehouse each time) and print the median "
+        "ratio: this machine's speed drifts by 10-20%% within minutes",
+    )
     ap.add_argument(
         "--ephemeral-prefect",
         action="store_true",
@@ -364,45 +417,11 @@ def main() -> None:
             "sources:\n  - name: bench\n    kind: warc\n    location: pages.warc.gz\n",
             encoding="utf-8",
         )
-        bare_before_s, n_pages = run_bare(warc, args.workers)
-        server = contextlib.nullcontext() if args.ephemeral_prefect else PrefectServer(work)
-        with server as srv:
-            api = srv.url if srv is not None else None
-            home = work / "home"
-            server_pid = srv.proc.pid if srv is not None and srv.proc is not None else None
-            first_s, first_rss, first = run_newsflow(
-                sources, home, args.workers, api, memlog=work / "memlog.tsv", server_pid=server_pid
-            )
-            second_s, second_rss, second = run_newsflow(sources, home, args.workers, api)
-        # again after newsflow (and with the Prefect server stopped, as before): this
-        # machine's speed drifts by 10-20 % within minutes, and one bare run before a long
-        # newsflow run would charge that drift to one side of the ratio
-        bare_after_s, _ = run_bare(warc, args.workers)
-        bare_s = (bare_before_s + bare_after_s) / 2
-        r = {
-            "n": n_pages,
-            "bare_pages_s": n_pages / bare_s,
-            "bare_pages_s_before_after": [n_pages / bare_before_s, n_pages / bare_after_s],
-            "newsflow_pages_s": n_pages / first_s,
-            "ratio": bare_s / first_s,
-            "first_wall_s": first_s,
-            # the newsflow process's life outside its flow body: start-up (Python, imports,
-            # Prefect's flow-run creation) and exit (the engine's teardown), fixed per run
-            "outside_flow_s": first_s - first["stage_seconds"].get("total", first_s),
-            "second_wall_s": second_s,
-            "second_vs_first": second_s / first_s,
-            "peak_rss_mb": first_rss / 2**20,
-            "second_peak_rss_mb": second_rss / 2**20,
-            "memory_mb": first["memory_mb"],
-            "cpu_s": first["cpu_s"],
-            "stage_seconds": first["stage_seconds"],
-            "articles": first["articles"],
-            "second_status": second["status"],
-            "second_stage_seconds": second["stage_seconds"],
-            "prefect": "ephemeral" if args.ephemeral_prefect else "server",
-        }
-        results.append(r)
-        print(json.dumps(r, indent=1), file=sys.stderr)
+        for rep in range(args.repeat):
+            r = measure(warc, sources, work, args)
+            r["repetition"] = rep + 1
+            results.append(r)
+            print(json.dumps(r, indent=1), file=sys.stderr)
     print()
     mode = "temporary per run" if args.ephemeral_prefect else "one real server"
     print(f"workers={args.workers}  pages from {args.pages_dir}  Prefect: {mode}")
@@ -414,30 +433,43 @@ def main() -> None:
     for r in results:
         m = r["memory_mb"]
         before, after = r["bare_pages_s_before_after"]
+        label = f"{r['n']} #{r['repetition']}" if args.repeat > 1 else f"{r['n']}"
         print(
-            f"| {r['n']} | {r['bare_pages_s']:.1f} ({before:.1f}, {after:.1f}) | "
+            f"| {label} | {r['bare_pages_s']:.1f} ({before:.1f}, {after:.1f}) | "
             f"{r['newsflow_pages_s']:.1f} | "
             f"{r['ratio']:.2f} | {r['second_wall_s']:.1f} ({r['second_vs_first']:.1%}) | "
             f"{r['peak_rss_mb']:.0f} | {m['pss_sum']:.0f} | {m['orchestrator_rss']:.0f} | "
             f"{m['largest_worker_rss']:.0f} |"
         )
+    if args.repeat > 1:
+        print()
+        for n in sorted({r["n"] for r in results}):
+            reps = [r for r in results if r["n"] == n]
+            ratios = ", ".join(f"{r['ratio']:.2f}" for r in reps)
+            print(
+                f"N={n}: median of {len(reps)} repetitions: ratio "
+                f"{statistics.median(r['ratio'] for r in reps):.2f} ({ratios}), newsflow "
+                f"{statistics.median(r['newsflow_pages_s'] for r in reps):.1f} p/s, bare "
+                f"{statistics.median(r['bare_pages_s'] for r in reps):.1f} p/s"
+            )
     print()
     for r in results:
+        tag = f"N={r['n']}" + (f" #{r['repetition']}" if args.repeat > 1 else "")
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in r["stage_seconds"].items())
         print(
-            f"N={r['n']}: first run {r['first_wall_s']:.1f}s wall, of which "
+            f"{tag}: first run {r['first_wall_s']:.1f}s wall, of which "
             f"{r['outside_flow_s']:.1f}s outside the flow body (process start-up, flow-run "
             f"creation, exit); stages: {stages}; articles={r['articles']}"
         )
         m = r["memory_mb"]
         print(
-            f"N={r['n']}: memory peaks (MB): tree RSS sum {m['rss_sum']:.0f}, tree PSS sum "
+            f"{tag}: memory peaks (MB): tree RSS sum {m['rss_sum']:.0f}, tree PSS sum "
             f"{m['pss_sum']:.0f}, orchestrator RSS {m['orchestrator_rss']:.0f}, largest worker "
             f"RSS {m['largest_worker_rss']:.0f}"
         )
         c = r["cpu_s"]
         print(
-            f"N={r['n']}: CPU s: orchestrator {c['orchestrator']:.1f}, workers {c['workers']:.1f}, "
+            f"{tag}: CPU s: orchestrator {c['orchestrator']:.1f}, workers {c['workers']:.1f}, "
             f"Prefect server {c['prefect_server']:.1f}, total {c['total']:.1f} = "
             f"{c['core_use']:.0%} of wall x {args.workers} cores; the bench's own sampling "
             f"{c['bench_sampler']:.1f}"
