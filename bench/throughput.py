@@ -404,6 +404,8 @@ def main() -> None:
         help="let each run start its own temporary Prefect server instead of sharing a real one",
     )
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     sizes = args.n or [2000]
     pages = load_pages(args.pages_dir)
     results = []

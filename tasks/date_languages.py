@@ -32,7 +32,7 @@ import htmldate.extractors as _hx
 _ORIGINAL = _hx._external_date
 # dateparser's languages for the page being read; None: every locale (htmldate's default)
 _PAGE: ContextVar[tuple[str, ...] | None] = ContextVar("dateparser_languages", default=None)
-_last: list[tuple[str, ...] | None] = [None]  # languages of the previous page in this process
+_last: tuple[str, ...] | None = None  # languages the try_date_expr cache was filled for
 
 
 @lru_cache(maxsize=1)
@@ -54,10 +54,11 @@ def dateparser_languages(lang: str | None) -> tuple[str, ...] | None:
 @contextmanager
 def page_language(lang: str | None) -> Iterator[None]:
     """Within the block, htmldate's dateparser fallback reads strings as ``lang`` or English."""
+    global _last
     langs = dateparser_languages(lang)
-    if langs != _last[0]:
+    if langs != _last:
         _hx.try_date_expr.cache_clear()  # its outcomes were for the previous languages
-        _last[0] = langs
+        _last = langs
     token = _PAGE.set(langs)
     try:
         yield
