@@ -239,7 +239,13 @@ def ingest(
     memory.setup_process()
     if use_pool:
         pool.start(workers)
-    # GX's imports start when the pool is done (see below), overlapping the staged reads
+    # GX (about 130 MB and 2-4 s of imports, first needed by the checks) is imported in a
+    # thread once the first units are queued on the pool. After processing, its imports ran
+    # on one core while the other idled, and held the GIL against the reads and dedup there
+    # (which took 0.84 s with GX already imported, 3.2 s alongside its import); during
+    # processing the cores are busy, so it costs about half its CPU time in wall time. Its
+    # memory now adds to the workers' peak, which keeping pandas out of the workers
+    # (newsflow.pool.keep_out_pandas) lowered by about 60 MB.
     gx_warm = threading.Thread(target=quality.warm_up, args=(wh.gx_dir,), daemon=True)
     try:
         # fetch: discover shards, then one IO task per shard
@@ -299,6 +305,8 @@ def ingest(
             report("enrich", 0, queued)
             if f["units"]:
                 unit_futures.append(process_task.submit(f["units"], str(stage_dir), run_id))
+                if gx_warm.ident is None:
+                    gx_warm.start()  # the workers have a queue now
         counts["fetch"] = _merge_counts(fetched, "fetch")
         timings["fetch"] = time.perf_counter() - t0
 
@@ -308,13 +316,8 @@ def ingest(
             # each worker holds the NER models (0.6-0.8 GB) and nothing after this point
             # needs them: stopping them here keeps them out of the peak of dedup and load
             pool.shutdown()
-        # GX (about 170 MB and 2.4 s of imports) is first needed by the checks. Imported while
-        # the workers ran, it sat on top of their peak, the run's highest (measured at 20k:
-        # whole tree 1.63 GB, with this process at 0.37 GB of it). It is imported from here, in
-        # a thread, while this one reads the clean articles and runs dedup (DuckDB and numpy,
-        # mostly outside the GIL); the checks follow dedup, which only reads the warehouse, so
-        # a failed check still stops the run before anything is loaded.
-        gx_warm.start()
+        if gx_warm.ident is None:  # no unit was queued: nothing overlaps it now
+            gx_warm.start()
         counts["extract"] = _merge_counts(processed, "extract")
         counts["clean"] = _merge_counts(processed, "clean")
         counts["enrich"] = _merge_counts(processed, "enrich")

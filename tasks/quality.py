@@ -347,9 +347,8 @@ def _quiet_gx() -> None:
 def warm_up(context_dir: Path | None) -> None:
     """Import GX and open the context ahead of the first check (2-3 s of imports).
 
-    The flow calls this in a background thread once its worker pool is stopped (GX's ~170 MB
-    on top of the workers' peak would pass the memory target), so the imports overlap with
-    reading the clean articles and dedup instead of stalling the first check.
+    The flow calls this in a background thread while its workers process the first units,
+    so the imports overlap with work on busy cores instead of stalling the first check.
     """
     with _LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -50,10 +50,33 @@ def warc_runs(prefect_harness, tmp_path_factory):
         encoding="utf-8",
     )
     home = root / "home"
-    first = ingest(sources_path=str(sources), home=str(home), workers=2)
+    # whether the pool was still up when the flow started importing GX (a module-scoped
+    # fixture cannot use monkeypatch)
+    from newsflow import pool
+    from tasks import quality
+
+    gx_warm_ups: list[bool] = []
+    real_warm_up = quality.warm_up
+
+    def recording_warm_up(context_dir):
+        gx_warm_ups.append(pool._pool is not None)
+        real_warm_up(context_dir)
+
+    quality.warm_up = recording_warm_up
+    try:
+        first = ingest(sources_path=str(sources), home=str(home), workers=2)
+    finally:
+        quality.warm_up = real_warm_up
     second = ingest(sources_path=str(sources), home=str(home), workers=2)
     con = duckdb.connect(str(home / "newsflow.duckdb"), read_only=True)
-    yield {"first": first, "second": second, "con": con, "expected": expected, "home": home}
+    yield {
+        "first": first,
+        "second": second,
+        "con": con,
+        "expected": expected,
+        "home": home,
+        "gx_warm_ups": gx_warm_ups,
+    }
     con.close()
 
 
@@ -144,3 +167,12 @@ def test_a_failed_check_loads_nothing_but_its_results(prefect_harness, tmp_path,
         }
     finally:
         con.close()
+
+
+def test_gx_is_imported_while_the_workers_process(warc_runs):
+    """GX's imports (2-4 s of CPU) overlap the pool's work instead of running alone on one
+    core after it; the run's checks still ran (and passed) with them."""
+    assert warc_runs["gx_warm_ups"] == [True]
+    assert warc_runs["first"]["status"] == "published"
+    checked = warc_runs["con"].execute("SELECT DISTINCT stage FROM dq_results").fetchall()
+    assert {"fetch", "clean", "enrich", "dedup", "publish"} <= {r[0] for r in checked}
