@@ -241,12 +241,13 @@ def ingest(
         pool.start(workers)
     # GX (about 130 MB and 2-4 s of imports, first needed by the checks) is imported in a
     # thread once the first units are queued on the pool. After processing, its imports ran
-    # on one core while the other idled, and held the GIL against the reads and dedup there
-    # (which took 0.84 s with GX already imported, 3.2 s alongside its import); during
-    # processing the cores are busy, so it costs about half its CPU time in wall time. Its
-    # memory (about 130 MB) now adds to the workers' peak, which keeping pandas out of the
-    # workers (newsflow.pool.keep_out_pandas) lowered by about 60 MB: the 20k bench's tree
-    # peaked at 1,412 MB RSS (1,255 MB PSS), against 1,343 MB before both changes.
+    # on one core while the other idled and held the GIL against the reads and dedup there
+    # (read clean + dedup: 5.1-5.5 s with the import alongside, 1.4 s without, 2k pages on
+    # this 2-core machine); during processing the cores are busy anyway, so it costs about
+    # half its CPU time in wall time (2k, interleaved runs: tail 10.4-11.1 -> 5.6-6.6 s,
+    # processing +2.4 s, median wall 74.6 -> 72.4 s). Its memory now adds to the workers'
+    # peak, which keeping pandas out of the workers (newsflow.pool.keep_out_pandas) lowered
+    # by about 60 MB: the 20k bench's tree peaked at 1,412 MB RSS (1,255 MB PSS).
     gx_warm = threading.Thread(target=quality.warm_up, args=(wh.gx_dir,), daemon=True)
     try:
         # fetch: discover shards, then one IO task per shard

@@ -67,7 +67,7 @@ def keep_out_pandas() -> bool:
     Nothing a worker runs uses pandas, yet pyarrow imports it on the first table built from
     Python objects (``Table.from_pylist``, ``pa.array``) just to recognise pandas values,
     whenever it is installed (GX needs it in the flow process). In each worker that cost
-    0.3-0.4 s of CPU at start and about 45 MB of resident memory for the whole run. With
+    0.2-0.4 s of CPU at start and about 29 MB of resident memory for the whole run. With
     the import refused, pyarrow treats pandas as absent: the same tables, built the same way.
     A worker that already has pandas keeps it.
     """
