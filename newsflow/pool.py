@@ -61,8 +61,8 @@ class _NoPandas(importlib.abc.MetaPathFinder):
         return None
 
 
-def keep_out_pandas() -> bool:
-    """Make pandas unimportable in this process; True if it was not imported yet.
+def keep_out_pandas() -> None:
+    """Make pandas unimportable in this process (a worker, before it imports anything heavy).
 
     Nothing a worker runs uses pandas, yet pyarrow imports it on the first table built from
     Python objects (``Table.from_pylist``, ``pa.array``) just to recognise pandas values,
@@ -71,11 +71,8 @@ def keep_out_pandas() -> bool:
     the import refused, pyarrow treats pandas as absent: the same tables, built the same way.
     A worker that already has pandas keeps it.
     """
-    if "pandas" in sys.modules:
-        return False
-    if not any(isinstance(f, _NoPandas) for f in sys.meta_path):
+    if "pandas" not in sys.modules and not any(isinstance(f, _NoPandas) for f in sys.meta_path):
         sys.meta_path.insert(0, _NoPandas())
-    return True
 
 
 def warm() -> None:
