@@ -13,6 +13,7 @@ import shutil
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,28 +70,39 @@ def new_run_id() -> str:
 # --- tasks: thin wrappers, the logic is in tasks/ ---------------------------------------
 @task(cache_policy=NO_CACHE, retries=0)
 def fetch_task(
-    shard: Shard, settings, known: KnownState | str, run_id: str, archive_dir: str, out_dir: str
+    shard: Shard,
+    settings,
+    known: KnownState | str,
+    run_id: str,
+    archive_dir: str,
+    out_dir: str,
+    unit_rows: int = 0,
 ):
-    """Fetch one shard into CPU units of UNIT_ROWS pages (its last up to a quarter more).
+    """Fetch one shard into CPU units of ``unit_rows`` (default UNIT_ROWS) pages, its last
+    up to a quarter more.
 
     A file shard is read on the process pool (``known`` is then the path of the run's
     known-hashes file): its reading is CPU work. A network shard is fetched here, in the
     flow's threads, which mostly wait on servers.
     """
     state = known.state if isinstance(known, KnownState) else known
+    unit_rows = unit_rows or UNIT_ROWS
     if shard.kind in URL_KINDS:
-        res = fetch_units(shard, settings, state, run_id, archive_dir, out_dir, UNIT_ROWS)
+        res = fetch_units(shard, settings, state, run_id, archive_dir, out_dir, unit_rows)
         memory.release_free_memory()  # the shard's pages are on disk now; give the RAM back
         del res["seconds"]  # this process's CPU: already in the report as the orchestrator's
     else:
         res = pool.run_cpu(
-            fetch_units, shard, settings, state, run_id, archive_dir, out_dir, UNIT_ROWS
+            fetch_units, shard, settings, state, run_id, archive_dir, out_dir, unit_rows
         )
     report("fetch", len(shard.items))
     return res
 
 
 UNIT_ROWS = 100  # pages per pool job: small enough to spread over cores, big enough to amortise
+# The last shard's units are smaller: processing ends when the last unit does, and with
+# 100-page units (3-7 s each) one core idled for about half a unit while the other finished.
+LAST_SHARD_UNIT_ROWS = UNIT_ROWS // 2
 URL_AHEAD = 8  # network fetch shards in flight at once
 FILE_AHEAD = 2  # file shards (WARC/JSONL slices, folders) in flight at once
 
@@ -172,6 +184,15 @@ def _state_for(shard: Shard, state: dict, known_file: str) -> KnownState | str:
     return KnownState(shard_state(shard, state)) if shard.kind in URL_KINDS else known_file
 
 
+def _start_data_docs(gx_dir: Path) -> Future:
+    """Render the Data Docs in a thread; the future holds the site's index path."""
+    runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="data-docs")
+    try:
+        return runner.submit(quality.build_data_docs, gx_dir)
+    finally:
+        runner.shutdown(wait=False)  # the thread ends when the render does
+
+
 def _check(timings: dict, stage: str, table: pa.Table, run_id: str, gx: str, tables=None):
     t0 = time.perf_counter()
     try:
@@ -234,6 +255,7 @@ def ingest(
         {"run_id": run_id, "started_at": started, "status": "running", "sources": str(sources_path)}
     )
     reports: list[quality.QualityReport] = []
+    docs: Future | None = None  # Data Docs, rendered once every check has run
     counts: dict = summary.counts
     settings = None
     memory.setup_process()
@@ -293,7 +315,13 @@ def ingest(
                     break
                 s = pending.pop(0)
                 fut = fetch_task.submit(
-                    s, settings, _state_for(s, state, known_file), run_id, archive, str(stage_dir)
+                    s,
+                    settings,
+                    _state_for(s, state, known_file),
+                    run_id,
+                    archive,
+                    str(stage_dir),
+                    UNIT_ROWS if pending else LAST_SHARD_UNIT_ROWS,
                 )
                 window[fut] = is_file
             fut = next(as_completed(list(window)))
@@ -423,6 +451,9 @@ def ingest(
             del stats
             memory.release_free_memory()
 
+            # Every check has passed: Data Docs can render now, in a thread, while the load
+            # and export run in DuckDB (which releases the GIL) instead of after them.
+            docs = _start_data_docs(wh.gx_dir)
             # load + publish: the single writer, one transaction, then the Parquet swap
             memory.mark("load")
             t0 = time.perf_counter()
@@ -465,11 +496,13 @@ def ingest(
     memory.mark("data docs")
     summary.warnings = [w for r in reports for w in r.warnings]
     t0 = time.perf_counter()
+    if docs is None:  # a failed or gated run: render what its checks recorded now
+        docs = _start_data_docs(wh.gx_dir)
     try:
-        summary.data_docs = str(quality.build_data_docs(wh.gx_dir))
+        summary.data_docs = str(docs.result())
     except Exception as exc:  # docs are a view of results already stored; say so, don't fail
         summary.warnings.append(f"data docs not rebuilt: {exc}")
-    timings["data_docs"] = time.perf_counter() - t0
+    timings["data_docs"] = time.perf_counter() - t0  # what is left of it after the load
     memory.mark("end")
     timings["total"] = time.perf_counter() - t_start
     # this process's own CPU (fetch threads, Prefect, checks, dedup, load): it competes with

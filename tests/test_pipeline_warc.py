@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from pathlib import Path
 
 import duckdb
@@ -54,20 +55,35 @@ def warc_runs(prefect_harness, tmp_path_factory):
     # fixture cannot use monkeypatch)
     from newsflow import pool
     from tasks import quality
+    from warehouse.store import Warehouse
 
     gx_warm_ups: list[bool] = []
-    real_warm_up = quality.warm_up
+    # when each Data Docs render started, in which thread, and when each load ended
+    events: list[tuple[str, str]] = []
+    real_warm_up, real_docs, real_load = quality.warm_up, quality.build_data_docs, Warehouse.load
 
     def recording_warm_up(context_dir):
         gx_warm_ups.append(pool._pool is not None)
         real_warm_up(context_dir)
 
-    quality.warm_up = recording_warm_up
+    def recording_docs(context_dir, **kw):
+        events.append(("docs", threading.current_thread().name.split("_")[0]))
+        return real_docs(context_dir, **kw)
+
+    def recording_load(self, *args, **kw):
+        try:
+            return real_load(self, *args, **kw)
+        finally:
+            events.append(("load done", threading.current_thread().name))
+
+    quality.warm_up, quality.build_data_docs = recording_warm_up, recording_docs
+    Warehouse.load = recording_load
     try:
         first = ingest(sources_path=str(sources), home=str(home), workers=2)
+        second = ingest(sources_path=str(sources), home=str(home), workers=2)
     finally:
-        quality.warm_up = real_warm_up
-    second = ingest(sources_path=str(sources), home=str(home), workers=2)
+        quality.warm_up, quality.build_data_docs = real_warm_up, real_docs
+        Warehouse.load = real_load
     con = duckdb.connect(str(home / "newsflow.duckdb"), read_only=True)
     yield {
         "first": first,
@@ -76,6 +92,7 @@ def warc_runs(prefect_harness, tmp_path_factory):
         "expected": expected,
         "home": home,
         "gx_warm_ups": gx_warm_ups,
+        "events": events,
     }
     con.close()
 
@@ -171,8 +188,24 @@ def test_a_failed_check_loads_nothing_but_its_results(prefect_harness, tmp_path,
 
 def test_gx_is_imported_while_the_workers_process(warc_runs):
     """GX's imports (2-4 s of CPU) overlap the pool's work instead of running alone on one
-    core after it; the run's checks still ran (and passed) with them."""
-    assert warc_runs["gx_warm_ups"] == [True]
+    core after it; the run's checks still ran (and passed) with them. The second run has
+    nothing to process, so it starts the import once its pool is gone."""
+    assert warc_runs["gx_warm_ups"] == [True, False]
     assert warc_runs["first"]["status"] == "published"
     checked = warc_runs["con"].execute("SELECT DISTINCT stage FROM dq_results").fetchall()
     assert {"fetch", "clean", "enrich", "dedup", "publish"} <= {r[0] for r in checked}
+
+
+RUNS = ("first", "second")
+
+
+def test_data_docs_render_beside_the_load_and_show_the_run(warc_runs):
+    """Once every check has passed, the docs render in their own thread while DuckDB loads
+    and exports (not after, on one core); the site still lists both runs' checks."""
+    assert warc_runs["events"] == [("docs", "data-docs"), ("load done", "MainThread")] * 2
+    index = Path(warc_runs["second"]["data_docs"])
+    assert index.is_file()
+    site = index.parent / "validations"  # <stage>/<run id>/<time>/<page>.html
+    pages = {run: list(site.glob(f"*/{warc_runs[run]['run_id']}/*/*.html")) for run in RUNS}
+    assert {"fetch", "clean", "enrich", "dedup", "publish"} <= {p.parts[-4] for p in pages["first"]}
+    assert pages["second"]
