@@ -209,3 +209,32 @@ def test_data_docs_render_beside_the_load_and_show_the_run(warc_runs):
     pages = {run: list(site.glob(f"*/{warc_runs[run]['run_id']}/*/*.html")) for run in RUNS}
     assert {"fetch", "clean", "enrich", "dedup", "publish"} <= {p.parts[-4] for p in pages["first"]}
     assert pages["second"]
+
+
+def test_the_last_shard_is_cut_into_smaller_units(prefect_harness, tmp_path, monkeypatch):
+    """Processing ends when its last unit does: the last shard's units are half size, so a
+    core is idle for less of the end; earlier shards keep the full size."""
+    import flows.ingest as ingest_module
+
+    asked: list[tuple[str, int]] = []
+    real_fetch_units = ingest_module.fetch_units
+
+    def recording_fetch_units(shard, *args):
+        asked.append((shard.shard_id, args[-1]))
+        return real_fetch_units(shard, *args)
+
+    monkeypatch.setattr(ingest_module, "fetch_units", recording_fetch_units)
+    _write_warc(tmp_path / "pages.warc.gz")
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(
+        "settings: {split_files_over_bytes: 0, file_shard_bytes: 1500}\n"
+        "sources:\n  - {name: archive, kind: warc, location: pages.warc.gz}\n",
+        encoding="utf-8",
+    )
+    out = ingest_module.ingest(
+        sources_path=str(sources), home=str(tmp_path / "home"), workers=0, use_pool=False
+    )
+    assert out["status"] == "published", out.get("message")
+    assert len(asked) > 2  # several shards, fetched in order
+    rows = [n for _, n in asked]
+    assert rows == [ingest_module.UNIT_ROWS] * (len(asked) - 1) + [ingest_module.UNIT_ROWS // 2]
