@@ -76,7 +76,7 @@ def fetch_task(
     run_id: str,
     archive_dir: str,
     out_dir: str,
-    unit_rows: int = 0,
+    unit_rows: int | None = None,
 ):
     """Fetch one shard into CPU units of ``unit_rows`` (default UNIT_ROWS) pages, its last
     up to a quarter more.
@@ -86,7 +86,7 @@ def fetch_task(
     flow's threads, which mostly wait on servers.
     """
     state = known.state if isinstance(known, KnownState) else known
-    unit_rows = unit_rows or UNIT_ROWS
+    unit_rows = unit_rows if unit_rows is not None else UNIT_ROWS
     if shard.kind in URL_KINDS:
         res = fetch_units(shard, settings, state, run_id, archive_dir, out_dir, unit_rows)
         memory.release_free_memory()  # the shard's pages are on disk now; give the RAM back
@@ -261,7 +261,7 @@ def ingest(
     memory.setup_process()
     if use_pool:
         pool.start(workers)
-    # GX (about 130 MB and 2-4 s of imports, first needed by the checks) is imported in a
+    # GX (2-3 s of imports and its memory, first needed by the checks) is imported in a
     # thread once the first units are queued on the pool. After processing, its imports ran
     # on one core while the other idled and held the GIL against the reads and dedup there
     # (read clean + dedup: 5.1-5.5 s with the import alongside, 1.4 s without, 2k pages on
@@ -269,7 +269,9 @@ def ingest(
     # half its CPU time in wall time (2k, interleaved runs: tail 10.4-11.1 -> 5.6-6.6 s,
     # processing +2.4 s, median wall 74.6 -> 72.4 s). Its memory now adds to the workers'
     # peak, which keeping pandas out of the workers (newsflow.pool.keep_out_pandas) lowered
-    # by about 60 MB: the 20k bench's tree peaked at 1,412 MB RSS (1,255 MB PSS).
+    # by about 60 MB; deferring GX's unused scipy.stats and altair (tasks.deferred_import)
+    # takes 76 MB off the flow process: the 20k bench's tree peaked at 1,351 MB RSS
+    # (1,195 MB PSS), against 1,412 (1,255) without the deferral.
     gx_warm = threading.Thread(target=quality.warm_up, args=(wh.gx_dir,), daemon=True)
     try:
         # fetch: discover shards, then one IO task per shard
