@@ -76,17 +76,15 @@ def fetch_task(
     run_id: str,
     archive_dir: str,
     out_dir: str,
-    unit_rows: int | None = None,
+    unit_rows: int,
 ):
-    """Fetch one shard into CPU units of ``unit_rows`` (default UNIT_ROWS) pages, its last
-    up to a quarter more.
+    """Fetch one shard into CPU units of ``unit_rows`` pages, its last up to a quarter more.
 
     A file shard is read on the process pool (``known`` is then the path of the run's
     known-hashes file): its reading is CPU work. A network shard is fetched here, in the
     flow's threads, which mostly wait on servers.
     """
     state = known.state if isinstance(known, KnownState) else known
-    unit_rows = unit_rows if unit_rows is not None else UNIT_ROWS
     if shard.kind in URL_KINDS:
         res = fetch_units(shard, settings, state, run_id, archive_dir, out_dir, unit_rows)
         memory.release_free_memory()  # the shard's pages are on disk now; give the RAM back
