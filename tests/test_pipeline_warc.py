@@ -58,13 +58,15 @@ def warc_runs(prefect_harness, tmp_path_factory):
     from warehouse.store import Warehouse
 
     gx_warm_ups: list[bool] = []
+    warmed_stages: list[tuple[str, ...]] = []  # the suites each warm-up defined ahead
     # when each Data Docs render started, in which thread, and when each load ended
     events: list[tuple[str, str]] = []
     real_warm_up, real_docs, real_load = quality.warm_up, quality.build_data_docs, Warehouse.load
 
-    def recording_warm_up(context_dir):
+    def recording_warm_up(context_dir, stages=()):
         gx_warm_ups.append(pool._pool is not None)
-        real_warm_up(context_dir)
+        warmed_stages.append(tuple(stages))
+        real_warm_up(context_dir, stages)
 
     def recording_docs(context_dir, **kw):
         events.append(("docs", threading.current_thread().name.split("_")[0]))
@@ -92,6 +94,7 @@ def warc_runs(prefect_harness, tmp_path_factory):
         "expected": expected,
         "home": home,
         "gx_warm_ups": gx_warm_ups,
+        "warmed_stages": warmed_stages,
         "events": events,
     }
     con.close()
@@ -189,11 +192,13 @@ def test_a_failed_check_loads_nothing_but_its_results(prefect_harness, tmp_path,
 def test_gx_is_imported_while_the_workers_process(warc_runs):
     """GX's imports (2-4 s of CPU) overlap the pool's work instead of running alone on one
     core after it; the run's checks still ran (and passed) with them. The second run has
-    nothing to process, so it starts the import once its pool is gone."""
+    nothing to process, so it starts the import once its pool is gone. The warm-up also
+    defines the suite of every stage the runs then checked, so the checks only validate."""
     assert warc_runs["gx_warm_ups"] == [True, False]
     assert warc_runs["first"]["status"] == "published"
     checked = warc_runs["con"].execute("SELECT DISTINCT stage FROM dq_results").fetchall()
     assert {"fetch", "clean", "enrich", "dedup", "publish"} <= {r[0] for r in checked}
+    assert [set(s) for s in warc_runs["warmed_stages"]] == [{r[0] for r in checked}] * 2
 
 
 RUNS = ("first", "second")

@@ -296,3 +296,25 @@ def test_a_table_read_unit_by_unit_is_checked_as_one_chunk_with_the_same_results
     by_unit = validate("clean", units, "r").results.drop_columns(["checked_at"])
     assert by_unit.to_pylist() == whole.to_pylist()
     assert not all(whole.column("success").to_pylist())  # the junk line was found in both
+
+
+def test_warm_up_stores_the_suites_a_full_check_then_uses(tmp_path):
+    """The flow's warm-up thread defines the checks' suites while the workers process, so a
+    check at the end of the run only validates. A table missing a column still gets the
+    smaller suite it needs (the missing expectation is reported, not run)."""
+    from tasks import quality
+
+    gx_dir = tmp_path / "gx"
+    quality.warm_up(gx_dir, ["clean", "enrich"])
+    key = str(gx_dir.resolve())
+    stored = {name: quality._DEFINITIONS[(key, name)][1] for name in ("clean", "enrich")}
+    assert "enrich.article_stats" in {n for k, n in quality._DEFINITIONS if k == key}
+    assert {p.stem for p in (gx_dir / "expectations").glob("*.json")} >= {"clean", "enrich"}
+
+    report = validate("clean", articles(), run_id="r1", context_dir=gx_dir)
+    assert report.ok and report.results.num_rows == len(load_suite("clean")["expectations"])
+    assert quality._DEFINITIONS[(key, "clean")][1] is stored["clean"]
+
+    narrow = validate("clean", articles().drop(["content_hash"]), run_id="r2", context_dir=gx_dir)
+    assert narrow.ok
+    assert quality._DEFINITIONS[(key, "clean")][1] is not stored["clean"]
