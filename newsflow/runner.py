@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import yaml
+from rich import get_console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from newsflow import progress as progress_hook
@@ -18,13 +19,19 @@ apply_env()
 
 @contextlib.contextmanager
 def _progress_display() -> Iterator[None]:
-    """Show one bar per stage; the flow reports through newsflow.progress."""
+    """Show one bar per stage; the flow reports through newsflow.progress.
+
+    Off a terminal (scheduled runs, logs, the benchmark) nobody sees the bars move: they are
+    printed once, at the end, and the refresh thread that would rebuild them ten times a
+    second (0.27 s of the flow process's CPU over a 2,000-page run) is not started.
+    """
     bars = Progress(
         TextColumn("{task.description:>8}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         transient=False,
+        auto_refresh=get_console().is_terminal,
     )
     ids: dict[str, int] = {}
 
