@@ -358,10 +358,7 @@ def warm_up(context_dir: Path | None, stages: Iterable[str] = ()) -> None:
         ctx_key, ctx = _context(context_dir)
         for stage in stages:
             suite = _read_suite(stage)
-            by_table: dict[str, list[dict]] = {}
-            for exp in suite["expectations"]:
-                by_table.setdefault(exp.get("table", suite["table"]), []).append(exp)
-            for table, exps in by_table.items():
+            for table, exps in _by_table(suite).items():
                 name = _suite_name(stage, suite, exps[0])
                 _validation_definition(ctx_key, ctx, name, exps, table)
 
@@ -586,6 +583,15 @@ def _sentence(stage: str, label: str, exp: dict, res: dict, errors: list[str], n
     return f"{stage}: {label} failed: observed {res.get('observed_value')!r}"
 
 
+def _by_table(suite: dict) -> dict[str, list[dict]]:
+    """A stage's expectations grouped by the table they read, in suite order: GX runs one
+    suite per table."""
+    groups: dict[str, list[dict]] = {}
+    for exp in suite["expectations"]:
+        groups.setdefault(exp.get("table", suite["table"]), []).append(exp)
+    return groups
+
+
 def _suite_name(stage: str, suite: dict, exp: Mapping[str, Any]) -> str:
     """GX runs one suite per table: the stage's main table keeps the stage's name."""
     table = exp.get("table", suite["table"])
@@ -616,10 +622,7 @@ def validate(
     if table is not None:
         available[suite["table"]] = table
 
-    by_table: dict[str, list[dict]] = {}
-    for exp in suite["expectations"]:
-        by_table.setdefault(exp.get("table", suite["table"]), []).append(exp)
-
+    by_table = _by_table(suite)
     rows: list[dict] = []
     critical: list[str] = []
     warns: list[str] = []
