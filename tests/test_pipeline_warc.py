@@ -68,15 +68,23 @@ def warc_runs(prefect_harness, tmp_path_factory):
         warmed_stages.append(tuple(stages))
         real_warm_up(context_dir, stages)
 
+    docs_started = threading.Event()
+
     def recording_docs(context_dir, **kw):
         events.append(("docs", threading.current_thread().name.split("_")[0]))
+        docs_started.set()
         return real_docs(context_dir, **kw)
 
     def recording_load(self, *args, **kw):
+        # Docs that render beside the load have their thread started before it: give that
+        # thread time to begin, since this tiny load can end before a busy machine schedules
+        # it. Docs rendered only after the load never begin here, and the order shows it.
+        docs_started.wait(timeout=10)
         try:
             return real_load(self, *args, **kw)
         finally:
             events.append(("load done", threading.current_thread().name))
+            docs_started.clear()
 
     quality.warm_up, quality.build_data_docs = recording_warm_up, recording_docs
     Warehouse.load = recording_load
