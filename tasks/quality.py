@@ -622,7 +622,6 @@ def validate(
     if table is not None:
         available[suite["table"]] = table
 
-    by_table = _by_table(suite)
     rows: list[dict] = []
     critical: list[str] = []
     warns: list[str] = []
@@ -645,7 +644,7 @@ def validate(
         row = _row(base, exp, label, suite_name, False, observed, n, severity)
         record(row, f"{stage}: {label} {why}")
 
-    for table_name, exps in by_table.items():
+    for table_name, exps in _by_table(suite).items():
         suite_name = _suite_name(stage, suite, exps[0])
         data = available.get(table_name)
         if data is None:
